@@ -1,0 +1,1 @@
+"""Prefect flows: one per DVC stage, plus the pipeline flow that runs `dvc repro`."""

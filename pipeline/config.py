@@ -1,0 +1,226 @@
+"""Typed configuration: params.yaml is loaded once into a validated `Config`.
+
+Every stage takes its section of this object; nothing else reads params.yaml.
+An unknown key, a wrong type or an impossible value is rejected before any work
+starts, with one line naming the key (see `load_config`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, already formatted as one readable line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskRunnerConfig(_Section):
+    """Where the Prefect tasks of a fan-out stage run.
+
+    inprocess: plain calls in the flow's process (no overhead, the default);
+    local_dask: a local Dask cluster of `workers` processes;
+    dask_address: an existing scheduler at `address`, or in the environment
+    variable S2P_DASK_ADDRESS when `address` is null.
+    """
+
+    kind: Literal["inprocess", "local_dask", "dask_address"] = "inprocess"
+    workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    address: Optional[str] = None
+
+
+class SplitRatios(_Section):
+    train: float = Field(0.9, ge=0, le=1)
+    val: float = Field(0.05, ge=0, le=1)
+    test: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class DataConfig(_Section):
+    root: str = "data"
+    resolution: int = Field(128, ge=16, le=4096)
+    shard_rows: int = Field(256, ge=1)
+    row_group_rows: int = Field(32, ge=1)
+    image_format: Literal["png", "webp", "jpeg"] = "png"
+    split: SplitRatios = SplitRatios()
+
+
+class IngestConfig(_Section):
+    source: Literal["toon", "folder"] = "toon"
+    toon_count: int = Field(2000, ge=1)
+    seed: int = 0
+    folder: Optional[str] = None
+    min_size: int = Field(64, ge=1)
+    # Short side scaled to data.resolution, then centre crop (illustrations are
+    # mostly portrait; a crop keeps the character's scale, padding would not).
+    resize: Literal["crop", "pad"] = "crop"
+    # Mean per-pixel chroma (HSV saturation*value, 0..1) under which an image
+    # counts as grey/monochrome and is rejected.
+    min_colourfulness: float = Field(0.03, ge=0, le=1)
+    max_pixels: int = Field(100_000_000, ge=1)
+    chunks_in_flight: int = Field(4, ge=1)
+    runner: TaskRunnerConfig = TaskRunnerConfig()
+
+
+class ExtractConfig(_Section):
+    method: Literal["auto", "sketchkeras", "classical"] = "auto"
+    weights: Optional[str] = "models/mod.h5"
+    variant: Literal["raw", "enhanced", "pured"] = "enhanced"
+    batch_images: int = Field(8, ge=1)
+    runner: TaskRunnerConfig = TaskRunnerConfig()
+
+
+class FeaturizeConfig(_Section):
+    # ImageNet VGG19 weights; null = torch hub cache location, else seeded random.
+    weights: Optional[str] = None
+    input_size: int = Field(128, ge=32, le=512)
+    augmented_copies: int = Field(1, ge=0, le=16)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    runner: TaskRunnerConfig = TaskRunnerConfig()
+
+
+class ModelConfig(_Section):
+    depth: int = Field(3, ge=1, le=7)
+    base_width: int = Field(16, ge=4)
+    max_width: int = Field(256, ge=4)
+    res_blocks: int = Field(1, ge=1)
+    middle_blocks: int = Field(2, ge=1)  # residual blocks after the style fusion
+    # group: batch-size independent, no cross-GPU sync under DDP (see models/generator.py)
+    norm: Literal["group", "batch", "none"] = "group"
+    style_dim: int = Field(4096, ge=1)
+    style_proj: int = Field(64, ge=1)
+    disc_width: int = Field(16, ge=4)
+    disc_depth: int = Field(4, ge=2, le=8)
+    guide_grey_weight: float = Field(0.3, ge=0)
+    guide_colour_weight: float = Field(0.9, ge=0)
+    adversarial: Literal["log_likelihood", "least_squares", "dcgan"] = "log_likelihood"
+    adversarial_weight: float = Field(0.01, ge=0)
+    style_norm: Literal["max", "saturate"] = "max"
+    style_norm_scale: float = Field(1.0, gt=0)
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+    max_steps: Optional[int] = Field(600, ge=1)
+    max_minutes: Optional[float] = Field(None, gt=0)
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    grad_clip: Optional[float] = Field(None, gt=0)
+    augmented_self_reference: bool = True
+    random_crop: int = Field(0, ge=0)  # 0 = no crop; else crop size in pixels
+    flip: bool = True
+    shuffle_buffer: int = Field(256, ge=1)
+    num_workers: int = Field(0, ge=0)
+    amp: bool = True  # bf16 on GPU; always fp32 on CPU
+    compile: bool = False
+    channels_last: bool = True
+    nproc: int = Field(1, ge=1)
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _has_budget(self):
+        if self.max_steps is None and self.max_minutes is None:
+            raise ValueError("set max_steps or max_minutes (no budget means no end)")
+        return self
+
+
+class EvaluateConfig(_Section):
+    seed: int = 10_000_000  # toon seeds from here on are never used by ingest
+    pairs: int = Field(64, ge=1)
+    hit_threshold: float = Field(10.0, gt=0)
+    real_sketch_dir: Optional[str] = "../shared/samples/real/sketch"
+    real_reference_dir: Optional[str] = "../shared/samples/real/color"
+    batch_size: int = Field(16, ge=1)
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    ingest: IngestConfig = IngestConfig()
+    extract: ExtractConfig = ExtractConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        factor = 2 ** self.model.depth
+        if self.data.resolution % factor:
+            raise ValueError(
+                f"data.resolution={self.data.resolution} must be a multiple of "
+                f"2**model.depth={factor} (the U-net downsamples {self.model.depth} times)"
+            )
+        if self.train.random_crop and self.train.random_crop % factor:
+            raise ValueError(
+                f"train.random_crop={self.train.random_crop} must be a multiple of {factor}"
+            )
+        if self.train.random_crop > self.data.resolution:
+            raise ValueError("train.random_crop must not exceed data.resolution")
+        if self.ingest.source == "folder" and not self.ingest.folder:
+            raise ValueError("ingest.folder must be set when ingest.source is 'folder'")
+        if self.ingest.seed + self.ingest.toon_count > self.evaluate.seed:
+            raise ValueError(
+                "ingest.seed + ingest.toon_count must not reach evaluate.seed "
+                "(benchmark characters must never appear in training)"
+            )
+        if self.train.augmented_self_reference and self.featurize.augmented_copies < 1:
+            raise ValueError(
+                "train.augmented_self_reference needs featurize.augmented_copies >= 1"
+            )
+        return self
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data.root)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def parse_config(raw: dict | None, source: str = "params.yaml") -> Config:
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return parse_config(raw, str(path))

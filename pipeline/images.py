@@ -1,0 +1,125 @@
+"""Safe decoding and normalisation of real illustrations for `ingest`.
+
+Every failure is a `Rejected` with a short reason; callers record it and move on.
+Policy (documented in the README):
+  - decode by content, not extension; animated images are rejected;
+  - colour modes converted to 8-bit RGB: CMYK, palette, 16-bit, grey+alpha;
+    transparency composited over white (illustrations are drawn on paper);
+  - declared size checked against `max_pixels` before any pixel is decoded;
+  - short side below `min_size` rejected; near-grey images rejected (no colour
+    to learn), measured as mean chroma (max(R,G,B) - min(R,G,B)) / 255;
+  - resize: short side to the target resolution then centre crop ("crop"),
+    or long side to the target and pad with white ("pad").
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFile
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class Rejected(Exception):
+    """An input that cannot become a training image; the message is the reason."""
+
+
+def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes of any common image format -> HxWx3 uint8 RGB, or `Rejected`."""
+    if not data:
+        raise Rejected("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise Rejected(f"declared size {width}x{height} exceeds ingest.max_pixels")
+            if getattr(img, "n_frames", 1) > 1:
+                raise Rejected(f"animated image ({img.n_frames} frames)")
+            img.load()
+    except Rejected:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise Rejected(f"declared size too large ({str(err).split(' exceeds')[0]})") from None
+    except Exception as err:  # PIL raises many types for hostile bytes
+        raise Rejected(f"cannot decode ({type(err).__name__}: {err})"[:200]) from None
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def chroma(rgb: np.ndarray) -> float:
+    """Mean chroma in [0, 1]: 0 for grey images, ~0.3+ for typical illustrations."""
+    arr = rgb.astype(np.int16)
+    return float((arr.max(axis=2) - arr.min(axis=2)).mean() / 255.0)
+
+
+def fit_to_square(rgb: np.ndarray, size: int, policy: str) -> np.ndarray:
+    """Resize to size x size by the crop or pad policy (see module docstring)."""
+    h, w = rgb.shape[:2]
+    scale = size / (min(h, w) if policy == "crop" else max(h, w))
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+    if policy == "crop":
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.ascontiguousarray(resized[top : top + size, left : left + size])
+    canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def prepare_illustration(
+    data: bytes, size: int, policy: str, min_size: int, min_chroma: float, max_pixels: int
+) -> np.ndarray:
+    """Raw file bytes -> size x size RGB training image, or `Rejected`."""
+    rgb = decode_rgb(data, max_pixels)
+    h, w = rgb.shape[:2]
+    if min(h, w) < min_size:
+        raise Rejected(f"too small ({w}x{h} < ingest.min_size={min_size})")
+    value = chroma(rgb)
+    if value < min_chroma:
+        raise Rejected(f"greyscale/monochrome (chroma {value:.3f} < {min_chroma})")
+    return fit_to_square(rgb, size, policy)
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "png") -> bytes:
+    """Deterministic encoding of RGB (HxWx3) or single-channel (HxW) uint8."""
+    arr = pixels[..., ::-1] if pixels.ndim == 3 else pixels  # OpenCV wants BGR
+    params = {
+        "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 6]),
+        "webp": (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # >100 = lossless
+        "jpeg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
+    }[fmt]
+    ok, buf = cv2.imencode(params[0], np.ascontiguousarray(arr), params[1])
+    if not ok:
+        raise ValueError(f"could not encode image as {fmt}")
+    return buf.tobytes()
+
+
+def decode_stored(data: bytes, channels: int = 3) -> np.ndarray:
+    """Decode bytes we wrote ourselves (shards): RGB HxWx3 or grey HxW uint8."""
+    flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if arr is None:
+        raise ValueError("corrupt stored image bytes")
+    return arr[..., ::-1].copy() if channels == 3 else arr

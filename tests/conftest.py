@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configs, the repo root, and the optional ../shared samples."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLES = SHARED / "samples" / "real"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Quiet: the ephemeral server logs its shutdown after pytest has closed its streams.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+TINY = {
+    "data": {"resolution": 32, "shard_rows": 8, "row_group_rows": 4},
+    "ingest": {"toon_count": 20, "min_size": 16, "chunks_in_flight": 2},
+    "extract": {"batch_images": 4},
+    "featurize": {"input_size": 32, "augmented_copies": 1, "batch_size": 8},
+    "model": {"depth": 2, "base_width": 8, "max_width": 32, "style_proj": 8,
+              "disc_width": 8, "disc_depth": 3},
+    "train": {"batch_size": 4, "max_steps": 4, "shuffle_buffer": 8, "log_every": 1,
+              "sample_every": 2, "checkpoint_every": 2},
+    "evaluate": {"pairs": 4, "batch_size": 4},
+}
+
+
+def tiny_config(tmp_path: Path | None = None, **overrides) -> Config:
+    """A tiny validated Config; `overrides` are {section: {key: value}} merged in."""
+    raw = {k: dict(v) for k, v in TINY.items()}
+    if tmp_path is not None:
+        raw["data"]["root"] = str(tmp_path / "data")
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return parse_config(raw, "tiny")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path) -> Config:
+    return tiny_config(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_home(tmp_path_factory):
+    """Each test session gets its own Prefect home (ephemeral API database)."""
+    if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    yield
+
+
+def require_samples() -> Path:
+    if not SAMPLES.is_dir():
+        pytest.skip(f"{SAMPLES} is absent (only development checkouts have ../shared)")
+    return SAMPLES
