@@ -9,7 +9,7 @@ PYTHON  ?= python3
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test install lock contact-sheet remote clean-data
+.PHONY: run test install lock contact-sheet remote server deploy worker dask-scheduler dask-worker
 
 install: $(STAMP)
 
@@ -34,3 +34,29 @@ lock:
 
 contact-sheet: $(STAMP)
 	$(BIN)/python scripts/contact_sheet.py --count 48 --size 128 --out contact_sheet.png
+
+# Orchestration helpers (README "Scheduling and scale-out"). PREFECT_API_URL is
+# not exported globally: `make run` must work with no server running.
+PREFECT_PORT ?= 4200
+PREFECT_API  ?= http://127.0.0.1:$(PREFECT_PORT)/api
+DVC_REMOTE   ?= ../s2p-dvc-remote
+DASK_ADDRESS ?= tcp://127.0.0.1:8786
+
+remote: $(STAMP)
+	scripts/dvc_remote.sh $(DVC_REMOTE)
+
+server: $(STAMP)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create s2p-process --type process --overwrite
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect --no-prompt deploy --name pipeline-local
+
+worker: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API) S2P_REPO_DIR=$(CURDIR) $(BIN)/prefect worker start --pool s2p-process
+
+dask-scheduler: $(STAMP)
+	$(BIN)/dask scheduler --host 127.0.0.1 --port 8786
+
+dask-worker: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/dask worker $(DASK_ADDRESS) --nworkers 2 --nthreads 1

@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from flows.runner import submit_windowed, task_runner_for
+from flows.runner import run_flow, submit_windowed
 from pipeline import ingest as ing
 from pipeline.config import Config
 from pipeline.jsonio import write_json
@@ -31,8 +31,7 @@ def decode_chunk(items: list[str], cfg: Config) -> ing.ChunkResult:
 
 def ingest(cfg: Config) -> dict:
     """Run ingest with the task runner from params; returns the metrics dict."""
-    runner = task_runner_for(cfg.ingest.runner, "ingest")
-    return ingest_flow.with_options(task_runner=runner)(cfg)
+    return run_flow(ingest_flow, cfg, cfg.ingest.runner, "ingest")
 
 
 @flow(name="ingest", log_prints=True)

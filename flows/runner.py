@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import contextlib
 from collections import deque
 from typing import Callable, Iterable, Iterator
 
@@ -25,7 +26,7 @@ def task_runner_for(cfg: TaskRunnerConfig, key: str):
                 "n_workers": cfg.workers,
                 "threads_per_worker": cfg.threads_per_worker,
                 "processes": True,
-                "dashboard_address": None,
+                "dashboard_address": ":0",  # None still binds 8787
             }
         )
     address = cfg.address or os.environ.get(DASK_ADDRESS_ENV)
@@ -49,3 +50,35 @@ def submit_windowed(submit: Callable, items: Iterable, window: int) -> Iterator:
     while pending:
         first, fut = pending.popleft()
         yield first, fut.result()
+
+
+@contextlib.contextmanager
+def shared_prefect_api(enabled: bool):
+    """Let local Dask worker processes report to this process's Prefect API.
+
+    With no PREFECT_API_URL, Prefect runs an ephemeral server for the flow's
+    process; worker processes do not see it and each would start its own (slow,
+    and racy with several tasks per worker). Start it first and export its URL
+    while the flow runs, so the workers spawned for it inherit the address.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not enabled or os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def run_flow(flow_fn, cfg, runner_cfg: TaskRunnerConfig, key: str):
+    """Run a fan-out stage flow on the task runner its params section names."""
+    runner = task_runner_for(runner_cfg, key)
+    with shared_prefect_api(runner_cfg.kind == "local_dask"):
+        return flow_fn.with_options(task_runner=runner)(cfg)

@@ -15,6 +15,8 @@ from pipeline.logs import setup_logging
 # Prefect runs offline in ephemeral mode unless PREFECT_API_URL points at a server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# The ephemeral API server can take over 20 s to start on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def run_stage(body: Callable[[Config], object], params: str = "params.yaml") -> None:

@@ -15,6 +15,8 @@ SAMPLES = SHARED / "samples" / "real"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Quiet: the ephemeral server logs its shutdown after pytest has closed its streams.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The ephemeral API server can take over 20 s to start on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 TINY = {

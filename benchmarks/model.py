@@ -1,0 +1,100 @@
+"""Model card figures: parameters and FLOPs per image for the CPU default and paper scale.
+
+    python benchmarks/model.py [--params params.yaml] [--size 256]
+
+FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on the meta device
+(no arithmetic is done, so the paper-scale count is instant); they count
+convolutions and matmuls as 2·MACs, forward pass only, batch of one. "train"
+includes both guide decoders; "inference" is the main path only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import ModelConfig, load_config  # noqa: E402
+from pipeline.models import build_discriminator, build_generator  # noqa: E402
+
+# The documented paper-scale profile (256² input, 4×4 bottleneck, GPU).
+PAPER = dict(depth=6, base_width=64, max_width=512, res_blocks=1, middle_blocks=2,
+             style_proj=512, disc_width=64, disc_depth=5)
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def params(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> int:
+    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith(skip))
+
+
+def model_row(name: str, cfg: ModelConfig, size: int) -> dict:
+    with torch.device("meta"):
+        G, D = build_generator(cfg), build_discriminator(cfg)
+        sketch, style = torch.empty(1, 1, size, size), torch.empty(1, cfg.style_dim)
+        image = torch.empty(1, 3, size, size)
+    G.train()
+    train_flops = count_flops(lambda: G(sketch, style))
+    G.eval()
+    infer_flops = count_flops(lambda: G(sketch, style))
+    return {
+        "setting": name,
+        "G params": params(G),
+        "G params (inference)": params(G, ("guide_grey.", "guide_colour.")),
+        "G GFLOPs train": train_flops / 1e9,
+        "G GFLOPs inference": infer_flops / 1e9,
+        "D params": params(D),
+        "D GFLOPs": count_flops(lambda: D(image)) / 1e9,
+    }
+
+
+def vgg_row(input_size: int) -> dict:
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg19(weights=None)
+        x = torch.empty(1, 3, input_size, input_size)
+    fc1 = torch.nn.Sequential(vgg.features, vgg.avgpool, torch.nn.Flatten(), vgg.classifier[0])
+    return {"input": input_size, "params": params(fc1),
+            "GFLOPs": count_flops(lambda: fc1(x)) / 1e9}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, int) and v >= 10_000:
+        return f"{v / 1e6:.2f} M"
+    return str(v)
+
+
+def table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="the CPU default's params file")
+    ap.add_argument("--size", type=int, default=256, help="square input size in pixels")
+    args = ap.parse_args()
+    default = load_config(args.params).model
+    paper = ModelConfig(**{**default.model_dump(), **PAPER})
+    print(f"Networks, per {args.size}² image (forward, batch 1):\n")
+    print(table([model_row("CPU default (params.yaml)", default, args.size),
+                 model_row("paper scale", paper, args.size)]))
+    print("\nPaper-scale settings: " + ", ".join(f"{k}={v}" for k, v in PAPER.items()))
+    print("\nFrozen VGG19 style encoder up to fc1 (featurize, once per image):\n")
+    print(table([vgg_row(128), vgg_row(224)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Training throughput: the loader, and ours vs a plain loop that runs VGG online.
+
+    python benchmarks/train.py [--params params.yaml] [--data data] [--steps 4]
+                               [--workers 0 2] [--compile] [--json out.json]
+
+1. Loader images/s (decode + crop/flip + tensors, DataLoader with 0 and N
+   workers) against a bare loop that only reads the shards and decodes both PNGs.
+2. Training images/s at params' model/resolution/batch:
+   (a) plain: eager fp32, the style code V(y) computed online by VGG19 from each
+       batch (what a training script without a featurize stage does);
+   (b) ours: precomputed codes from the style shards, AMP bf16 + channels_last
+       on CUDA (fp32 on CPU), torch.compile with --compile or train.compile.
+   The ratio is (b)/(a).
+3. On CUDA only: the paper-scale generator (benchmarks/model.py's PAPER profile)
+   at 256², bf16 + channels_last, on random inputs. Skipped on CPU.
+
+Data: `--data` root if it holds colour, sketch and style shards, else tiny fake
+shards in a temporary folder (pipeline/train/synthetic.py). Timings skip a
+warm-up step; the first batch of a DataLoader (worker start-up) is excluded.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import ModelConfig, load_config  # noqa: E402
+from pipeline.shards import aligned_shards, iter_aligned_batches  # noqa: E402
+from pipeline.train.loader import make_loader, shard_dirs  # noqa: E402
+from pipeline.train.loop import Trainer, seed_everything  # noqa: E402
+from pipeline.train.synthetic import write_fake_shards  # noqa: E402
+
+
+def paper_profile() -> dict:
+    spec = importlib.util.spec_from_file_location("bench_model", REPO / "benchmarks/model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return dict(mod.PAPER)
+
+
+def bare_decode(root: Path, limit: int) -> float:
+    """images/s of reading colour+sketch bytes and decoding both, nothing else."""
+    n, started = 0, time.perf_counter()
+    for shard in aligned_shards(shard_dirs(root)[:2]):
+        for table in iter_aligned_batches(shard, [["color"], ["sketch"]]):
+            for c, s in zip(table.column("color").to_pylist(), table.column("sketch").to_pylist()):
+                cv2.imdecode(np.frombuffer(c, np.uint8), cv2.IMREAD_COLOR)
+                cv2.imdecode(np.frombuffer(s, np.uint8), cv2.IMREAD_GRAYSCALE)
+                n += 1
+                if n >= limit:
+                    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started)
+
+
+def loader_rate(cfg, limit: int) -> float:
+    it = iter(make_loader(cfg))
+    next(it)  # worker start-up is not throughput
+    n, started = 0, time.perf_counter()
+    while n < limit:
+        n += len(next(it)["id"])
+    return n / (time.perf_counter() - started)
+
+
+def train_rate(cfg, device, steps: int, online_vgg: bool) -> float:
+    seed_everything(cfg.train.seed, torch.device("cpu"))
+    torch.use_deterministic_algorithms(False)
+    trainer = Trainer(cfg, device)
+    encoder = None
+    if online_vgg:
+        from pipeline.style_encoder import StyleEncoder
+
+        f = cfg.featurize
+        encoder = StyleEncoder(f.weights, f.input_size, f.seed).to(device)
+    it = iter(make_loader(cfg, pin_memory=device.type == "cuda"))
+    next(it)
+
+    def one():
+        batch = next(it)
+        sketch, color, reference, style = trainer.to_device(batch)
+        if encoder is not None:  # the plain loop: V(y) from the batch, every step
+            style = encoder((color.float() + 1) / 2)
+            reference = style
+        trainer.step(sketch, color, reference, style)
+
+    one()  # warm-up (and compilation)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        one()
+    _sync(device)
+    return cfg.train.batch_size * steps / (time.perf_counter() - started)
+
+
+def paper_rate(cfg, device, steps: int, batch: int, size: int, compile_: bool) -> float:
+    model = ModelConfig(**{**cfg.model.model_dump(), **paper_profile()})
+    train = cfg.train.model_copy(update={"amp": True, "channels_last": True,
+                                         "compile": compile_, "batch_size": batch})
+    pcfg = cfg.model_copy(update={"model": model, "train": train})
+    torch.manual_seed(0)
+    trainer = Trainer(pcfg, device)
+    args = (torch.rand(batch, 1, size, size, device=device) * 2 - 1,
+            torch.rand(batch, 3, size, size, device=device) * 2 - 1,
+            torch.rand(batch, model.style_dim, device=device),
+            torch.rand(batch, model.style_dim, device=device))
+    args = (args[0].contiguous(memory_format=torch.channels_last),
+            args[1].contiguous(memory_format=torch.channels_last), *args[2:])
+    for _ in range(2):
+        trainer.step(*args)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(*args)
+    _sync(device)
+    return batch * steps / (time.perf_counter() - started)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default=str(REPO / "params.yaml"))
+    ap.add_argument("--data", default=None, help="data root with colour/sketch/style shards")
+    ap.add_argument("--steps", type=int, default=4, help="timed training steps per setting")
+    ap.add_argument("--samples", type=int, default=512, help="images timed per loader setting")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--compile", action="store_true", help="torch.compile in (b)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--paper-batch", type=int, default=16)
+    ap.add_argument("--paper-size", type=int, default=256)
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.params)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    tmp = None
+    root = Path(args.data) if args.data else None
+    if root is None or not all(d.is_dir() for d in shard_dirs(root)):
+        tmp = tempfile.TemporaryDirectory(prefix="s2p-bench-")
+        root = Path(tmp.name) / "data"
+        print(f"no shards under {args.data or '(none given)'}: writing 256 fake rows at "
+              f"{cfg.data.resolution}² to {root}", flush=True)
+        write_fake_shards(root, 256, cfg.data.resolution, dim=cfg.model.style_dim,
+                          shard_rows=64, row_group_rows=16, aug=1, splits=(1.0, 0.0))
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"root": str(root)})})
+    rows: list[tuple[str, str, float]] = []
+    res, bs = cfg.data.resolution, cfg.train.batch_size
+
+    rows.append(("loader", "bare read + PNG decode", bare_decode(root, args.samples)))
+    for w in args.workers:
+        lcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": w})})
+        rows.append(("loader", f"ShardStream, {w} worker(s), batch {bs}",
+                     loader_rate(lcfg, args.samples)))
+
+    plain = cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"amp": False, "compile": False, "augmented_self_reference": False})})
+    ours = cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"compile": args.compile or cfg.train.compile})})
+    a = train_rate(plain, device, args.steps, online_vgg=True)
+    b = train_rate(ours, device, args.steps, online_vgg=False)
+    prec = "bf16+channels_last" if device.type == "cuda" and cfg.train.amp else "fp32"
+    comp = "+compile" if ours.train.compile else ""
+    rows.append(("train", f"(a) plain fp32 eager, VGG19 online @{cfg.featurize.input_size}²", a))
+    rows.append(("train", f"(b) ours: precomputed codes, {prec}{comp}", b))
+    rows.append(("train", "ratio (b)/(a)", b / a))
+
+    if device.type == "cuda":
+        for c in (False, True):
+            rows.append(("paper", f"G+D step @{args.paper_size}², batch {args.paper_batch}, "
+                         f"bf16{' +compile' if c else ''}",
+                         paper_rate(cfg, device, max(args.steps, 5), args.paper_batch,
+                                    args.paper_size, c)))
+    else:
+        rows.append(("paper", f"@{args.paper_size}²: skipped (no CUDA device)", float("nan")))
+
+    print(f"\ndevice {device}, torch threads {torch.get_num_threads()}, resolution {res}², "
+          f"batch {bs}, model depth {cfg.model.depth} base {cfg.model.base_width}")
+    print(f"{'part':7} {'setting':58} {'images/s':>10}")
+    for part, name, value in rows:
+        shown = "x" if name.startswith("ratio") else ""
+        print(f"{part:7} {name:58} {value:>10.2f}{shown}")
+    result = {"device": str(device), "threads": torch.get_num_threads(), "resolution": res,
+              "batch": bs, "rows": [{"part": p, "setting": n, "value": v} for p, n, v in rows]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Evaluate flow: toon benchmark + baselines + swap test, reconstruction on the
+held-out split, real-image grid; writes data/metrics/evaluate.json,
+data/evaluate/per_part.csv, grid.png and real_grid.png (see pipeline/evaluate)."""
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.colorize import Colorizer, ColorizeError, write_image
+from pipeline.config import Config, ConfigError
+from pipeline.evaluate import benchmark as bench
+from pipeline.evaluate.grid import tile
+from pipeline.evaluate.real import colorize_real, placeholder_grid, skip_reason
+from pipeline.evaluate.reconstruction import evaluate_reconstruction
+from pipeline.jsonio import read_json, write_json
+
+log = logging.getLogger("s2p.evaluate")
+
+CSV_COLUMNS = ("part", "method", "mean_delta_e", "hit_rate", "label")
+
+
+def evaluate(cfg: Config) -> dict:
+    """Stage entry: a missing/incompatible checkpoint is one line and exit 2."""
+    export = cfg.data_root / "models" / "generator.pt"
+    for path in (export, export.with_suffix(".json")):
+        if not path.is_file():  # checked before Prefect and torch start: fails in a second
+            raise ConfigError(f"evaluate: {path}: not found (run the train stage first)")
+    try:
+        return evaluate_flow(cfg)
+    except ColorizeError as err:
+        raise ConfigError(f"evaluate: {err}") from None
+
+
+@task(cache_policy=NO_CACHE)
+def benchmark_task(cfg: Config, colorizer: Colorizer, extractor) -> tuple[dict, list, list]:
+    ev = cfg.evaluate
+    pairs = bench.make_pairs(ev.pairs, ev.seed, cfg.data.resolution, extractor, ev.batch_size)
+    outputs, outputs2 = bench.paint_pairs(colorizer, pairs, ev.batch_size)
+    return bench.score(pairs, outputs, outputs2, ev.hit_threshold), pairs, outputs
+
+
+@task(cache_policy=NO_CACHE)
+def reconstruction_task(cfg: Config, colorizer: Colorizer) -> dict:
+    ev = cfg.evaluate
+    return evaluate_reconstruction(colorizer, cfg.data_root, "test", ev.batch_size,
+                                   ev.reconstruction_max_images)
+
+
+@task(cache_policy=NO_CACHE)
+def real_images_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict | str:
+    ev = cfg.evaluate
+    reason = skip_reason(ev.real_sketch_dir, ev.real_reference_dir)
+    result = None
+    if reason is None:
+        result = colorize_real(colorizer, ev.real_sketch_dir, ev.real_reference_dir, out_png,
+                               cfg.data.resolution)
+        if not result["images"]:
+            reason = f"all {result['failed']} real sketch(es) failed to load"
+    if reason is not None:
+        log.info("evaluate: real images skipped: %s", reason)
+        # DVC declares the file as a plot: write a placeholder that says so.
+        write_image(out_png, placeholder_grid(reason, cfg.data.resolution))
+        return f"skipped ({reason})"
+    return result
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(cfg: Config) -> dict:
+    from pipeline import toon
+    from pipeline.sketch import make_extractor
+
+    started = time.perf_counter()
+    root, ev = cfg.data_root, cfg.evaluate
+    out_dir = root / "evaluate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    colorizer = Colorizer.from_checkpoint(root / "models" / "generator.pt", ev.device,
+                                          featurize=cfg.featurize)
+    encoder = colorizer.encoder
+    extractor = make_extractor(cfg.extract)
+    extract_metrics = read_json(root / "metrics" / "extract.json", default={})
+    trained_extractor = extract_metrics.get("method_used")
+    if trained_extractor and trained_extractor != extractor.method_used:
+        log.warning("evaluate: training sketches came from %s, benchmark sketches from %s",
+                    trained_extractor, extractor.method_used)
+
+    result, pairs, outputs = benchmark_task(cfg, colorizer, extractor)
+    names = toon.PARTS
+    rows = [[p.sketch, p.reference, out, p.target] for p, out in zip(pairs, outputs)][: ev.grid_rows]
+    write_image(out_dir / "grid.png", tile(rows, cfg.data.resolution))
+    _write_csv(out_dir / "per_part.csv", bench.per_part_rows(result, names))
+
+    reconstruction = reconstruction_task(cfg, colorizer)
+    real = real_images_task(cfg, colorizer, out_dir / "real_grid.png")
+
+    swap = dict(result["swap"])
+    swap["per_part"] = {names[p]: v for p, v in swap["per_part"].items()}
+    metrics = {
+        "benchmark": result["benchmark"],
+        "per_part": {names[p]: v for p, v in result["per_part"].items()},
+        "swap": swap,
+        "reconstruction": reconstruction,
+        "real_images": real,
+        "pairs": len(pairs),
+        "scored_parts": result["scored_parts"],
+        "hit_threshold": ev.hit_threshold,
+        "seed": ev.seed,
+        "resolution": cfg.data.resolution,
+        "extractor": trained_extractor or "unknown (no extract metrics)",
+        "benchmark_extractor": extractor.describe(),
+        "style_encoder": encoder.source,
+        "style_encoder_weights": encoder.weights_path or f"random (seed {cfg.featurize.seed})",
+        "model_style_encoder": colorizer.meta.get("style_encoder", "unrecorded"),
+        "device": str(colorizer.device),
+    }
+    metrics = _rounded(metrics)
+    write_json(root / "metrics" / "evaluate.json", metrics)
+    b = metrics["benchmark"]
+    log.info(
+        "evaluate: %d pairs in %.1f s; mean ΔE00 model %.2f | mean colour %.2f | own palette "
+        "%.2f | sketch %.2f; hit rate model %.2f; swap projection %s",
+        len(pairs), time.perf_counter() - started, b["model"]["delta_e"],
+        b["mean_colour"]["delta_e"], b["own_palette"]["delta_e"], b["sketch"]["delta_e"],
+        b["model"]["hit_rate"], swap["projection"],
+    )
+    return metrics
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _rounded(value, places: int = 4):
+    if isinstance(value, float):
+        return round(value, places)
+    if isinstance(value, dict):
+        return {str(k): _rounded(v, places) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, places) for v in value]
+    return value

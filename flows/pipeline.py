@@ -1,0 +1,415 @@
+"""The pipeline flow: `dvc repro` as a Prefect flow, for deployments and schedules.
+
+dvc.yaml stays the one DAG. This flow never re-declares it: it asks DVC to
+reproduce the whole pipeline or named stages (plus whatever they depend on),
+optionally `dvc pull`s first and `dvc push`es after, and publishes what DVC
+did as a Prefect markdown artifact: one row per stage (ran / skipped /
+restored from the run-cache, with wall seconds) and the final metrics from
+`dvc metrics show --json`.
+
+Parameter overrides are written into params.yaml in place, as
+`dvc exp run -S key=value` does in the workspace, so that params.yaml,
+dvc.lock and the outputs agree afterwards and a plain `dvc repro` is a no-op.
+(`dvc exp run` itself is not used: it needs a git commit, which a deployment's
+working copy may not have, and it would record a git ref per run.) Comments and
+layout of params.yaml are kept (ruamel round trip); the result is validated
+against `Config` before anything is written or run.
+
+Every DVC call is the DVC CLI in a subprocess, run by the flow's own Python
+(`python -m dvc`), with that interpreter's bin folder first on PATH so the
+`python` in the stage commands is the same environment.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+# A deployment loads this file by path: make the project importable from it.
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from flows.runner import DASK_ADDRESS_ENV
+from pipeline.config import ConfigError, TaskRunnerConfig, parse_config
+
+ARTIFACT_KEY = "s2p-pipeline"
+
+# DVC's own progress lines (dvc/stage/run.py, dvc/stage/__init__.py, dvc/stage/cache.py).
+_STAGE_EVENTS = [
+    (re.compile(r"^Running stage '(?P<stage>[^']+)':"), "ran"),
+    (re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping"), "skipped"),
+    (re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run"), "restored"),
+]
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    status: str  # ran | skipped | restored
+    seconds: float
+
+
+@dataclass
+class DvcCall:
+    args: list[str]
+    returncode: int
+    lines: list[tuple[float, str]]  # (seconds since start, line)
+    seconds: float
+
+    def error_line(self) -> str:
+        errors = [line for _, line in self.lines if line.startswith("ERROR")]
+        if errors:
+            return errors[-1]
+        tail = [line for _, line in self.lines if line.strip()]
+        return tail[-1] if tail else "(no output)"
+
+
+# --- pure helpers (unit-tested) ------------------------------------------------
+
+
+def stage_timings(lines: Iterable[tuple[float, str]], end: float) -> list[StageTiming]:
+    """Per-stage wall time from DVC's progress lines.
+
+    A stage's time runs from its "Running stage" (or "is cached") line to the
+    next stage's line, or to the end of `dvc repro`, so it includes DVC
+    hashing and caching the stage's outs, which is part of what the stage costs.
+    """
+    events: list[tuple[float, str, str]] = []
+    for t, line in lines:
+        for pattern, status in _STAGE_EVENTS:
+            match = pattern.match(line.strip())
+            if match:
+                events.append((t, match["stage"], status))
+                break
+    timings = []
+    for i, (t, stage, status) in enumerate(events):
+        until = events[i + 1][0] if i + 1 < len(events) else end
+        seconds = 0.0 if status == "skipped" else max(0.0, until - t)
+        timings.append(StageTiming(stage, status, round(seconds, 3)))
+    return timings
+
+
+def parse_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Dotted keys (`ingest.toon_count`) -> values; nested dicts are flattened."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        else:
+            if not prefix or "" in prefix.split("."):
+                raise ConfigError(f"overrides: bad key {prefix!r} (use section.key)")
+            flat[prefix] = value
+
+    for key, value in (overrides or {}).items():
+        walk(str(key), value)
+    return flat
+
+
+def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> list[str]:
+    """Set dotted keys in params.yaml (comments kept); validate first.
+
+    Returns one "key: old -> new" line per changed value. Raises ConfigError
+    (naming the key) and leaves the file untouched when the result is invalid.
+    """
+    from ruamel.yaml import YAML
+
+    flat = parse_overrides(overrides)
+    if not flat:
+        return []
+    rt = YAML()  # round trip: keeps comments and key order
+    rt.preserve_quotes = True
+    text = params_path.read_text()
+    doc = rt.load(text) or {}
+    changes = []
+    for dotted, value in flat.items():
+        node = doc
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if key not in node or node[key] is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(f"overrides: {dotted}: {key} is not a section")
+        old = node.get(leaf, "(unset)")
+        if old != value:
+            node[leaf] = value
+            changes.append(f"{dotted}: {old} -> {value}")
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    # Validate exactly what will be on disk, with the same loader the stages use.
+    parse_config(yaml.safe_load(buf.getvalue()), f"{params_path} (with overrides)")
+    if changes:
+        tmp = params_path.with_name(f".{params_path.name}.tmp-{os.getpid()}")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, params_path)
+    return changes
+
+
+def flatten_metrics(shown: dict) -> tuple[list[tuple[str, str, Any]], list[str], list[str]]:
+    """`dvc metrics show --json` -> ([(file, metric, value)], [error lines], [missing files]).
+
+    A missing file is a stage not run yet (normal when only some stages are
+    targeted); any other error (e.g. unparsable JSON) is worth a warning.
+    """
+    rows: list[tuple[str, str, Any]] = []
+    errors: list[str] = []
+    missing: list[str] = []
+    # The workspace is keyed "workspace", or "" in a repo without commits.
+    workspace = shown.get("workspace", shown.get("", {}))
+    if "error" in workspace:
+        errors.append(f"metrics: {_error_text(workspace['error'])}")
+    for path, entry in sorted((workspace.get("data") or {}).items()):
+        if "error" in entry:
+            if isinstance(entry["error"], dict) and entry["error"].get("type") == "FileNotFoundError":
+                missing.append(path)
+            else:
+                errors.append(f"{path}: {_error_text(entry['error'])}")
+            continue
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
+            else:
+                rows.append((path, prefix, value))
+
+        walk("", entry.get("data") or {})
+    return rows, errors, missing
+
+
+def _error_text(err: Any) -> str:
+    if isinstance(err, dict):
+        return str(err.get("msg") or err.get("type") or err)
+    return str(err)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        value = f"{value:.6g}"
+    elif isinstance(value, (list, dict)):
+        value = json.dumps(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(
+    targets: list[str],
+    changes: list[str],
+    steps: list[tuple[str, float]],
+    timings: list[StageTiming],
+    metrics: list[tuple[str, str, Any]],
+    metric_errors: list[str],
+    metric_missing: list[str] = (),
+) -> str:
+    out = ["# Pipeline run", ""]
+    out.append(f"Targets: {', '.join(targets) if targets else 'all stages (dvc.yaml)'}")
+    if changes:
+        out += ["", "Parameter overrides written to params.yaml:", ""]
+        out += [f"- `{c}`" for c in changes]
+    out += ["", "## Steps", "", "| step | seconds |", "|---|---:|"]
+    out += [f"| {_cell(name)} | {secs:.1f} |" for name, secs in steps]
+    out += ["", "## Stages (dvc repro)", "", "| stage | status | seconds |", "|---|---|---:|"]
+    out += [f"| {_cell(t.stage)} | {t.status} | {t.seconds:.1f} |" for t in timings]
+    if not timings:
+        out.append("| (none) | | |")
+    out += ["", "## Metrics (dvc metrics show)", "", "| file | metric | value |", "|---|---|---:|"]
+    out += [f"| {_cell(f)} | {_cell(m)} | {_cell(v)} |" for f, m, v in metrics]
+    if not metrics:
+        out.append("| (none) | | |")
+    if metric_missing:
+        out += ["", f"Not produced yet: {', '.join(metric_missing)}"]
+    if metric_errors:
+        out += ["", "Metrics files that could not be read:", ""]
+        out += [f"- {_cell(e)}" for e in metric_errors]
+    return "\n".join(out) + "\n"
+
+
+# --- DVC calls -----------------------------------------------------------------
+
+
+def _dvc_env(dask_address: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"  # stage logs reach us (and Prefect's log) as they happen
+    if dask_address:
+        env[DASK_ADDRESS_ENV] = dask_address
+    return env
+
+
+def run_dvc(args: list[str], repo: Path, env: dict[str, str], logger=None) -> DvcCall:
+    """Run `python -m dvc ARGS` in `repo`, streaming and timestamping its output."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    start = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    with subprocess.Popen(
+        cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True, bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append((time.monotonic() - start, line))
+            if logger is not None and line.strip():
+                logger.info("%s", line)
+        returncode = proc.wait()
+    return DvcCall(args, returncode, lines, time.monotonic() - start)
+
+
+def _check(call: DvcCall) -> DvcCall:
+    if call.returncode != 0:
+        raise RuntimeError(
+            f"dvc {' '.join(call.args)} failed (exit {call.returncode}): {call.error_line()}"
+        )
+    return call
+
+
+def dvc_stage_names(repo: Path) -> list[str]:
+    dvc_yaml = repo / "dvc.yaml"
+    try:
+        doc = yaml.safe_load(dvc_yaml.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{dvc_yaml}: file not found (is {repo} the project root?)") from None
+    return list((doc.get("stages") or {}).keys())
+
+
+# DVC calls have side effects on the workspace: never cache them across runs.
+@task(name="dvc-pull", cache_policy=NO_CACHE)
+def dvc_pull(repo: str, targets: list[str], remote: Optional[str], run_cache: bool) -> float:
+    # --allow-missing: a remote that lacks some outs (e.g. first run) is fine,
+    # `dvc repro` rebuilds whatever is still missing.
+    args = ["pull", "--allow-missing", *(["--run-cache"] if run_cache else [])]
+    args += ["-r", remote] if remote else []
+    args += ["--with-deps", *targets] if targets else []
+    return _check(run_dvc(args, Path(repo), _dvc_env(None), get_run_logger())).seconds
+
+
+@task(name="dvc-repro", cache_policy=NO_CACHE)
+def dvc_repro(
+    repo: str, targets: list[str], force: bool, dask_address: Optional[str]
+) -> list[StageTiming]:
+    args = ["repro", *(["--force"] if force else []), *targets]
+    call = _check(run_dvc(args, Path(repo), _dvc_env(dask_address), get_run_logger()))
+    return stage_timings(call.lines, call.seconds)
+
+
+@task(name="dvc-push", cache_policy=NO_CACHE)
+def dvc_push(repo: str, targets: list[str], remote: Optional[str], run_cache: bool) -> float:
+    args = ["push", *(["--run-cache"] if run_cache else [])]
+    args += ["-r", remote] if remote else []
+    args += ["--with-deps", *targets] if targets else []
+    return _check(run_dvc(args, Path(repo), _dvc_env(None), get_run_logger())).seconds
+
+
+@task(name="dvc-metrics", cache_policy=NO_CACHE)
+def dvc_metrics(repo: str) -> dict:
+    # stdout alone: DVC's warnings go to stderr and must not break the JSON.
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=repo,
+        env=_dvc_env(None), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"dvc metrics show failed (exit {proc.returncode}): {last}")
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+# --- the flow ------------------------------------------------------------------
+
+
+@flow(name="pipeline")
+def pipeline_flow(
+    stages: Optional[list[str]] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    pull: bool = False,
+    push: bool = False,
+    run_cache: bool = False,
+    dask_address: Optional[str] = None,
+    remote: Optional[str] = None,
+    force: bool = False,
+    retries: int = 0,
+    repo: Optional[str] = None,
+) -> dict:
+    """Reproduce the DVC pipeline (all stages, or `stages` and their upstream).
+
+    overrides: {"section.key": value} written into params.yaml first (validated).
+    pull / push: `dvc pull` before and `dvc push` after (default remote or `remote`).
+    run_cache: pull/push DVC's run-cache too, so another machine restores stage
+      results from it ("is cached - skipping run") without a committed dvc.lock.
+    dask_address: scheduler address exported as $S2P_DASK_ADDRESS to the stages;
+      used by stages whose `<stage>.runner.kind` is `dask_address`.
+    retries: Prefect retries of the `dvc repro` task (DVC skips finished stages).
+    repo: project root; default the working directory (set by the deployment).
+    """
+    logger = get_run_logger()
+    root = Path(repo or os.getcwd()).resolve()
+    targets = list(stages or [])
+    known = dvc_stage_names(root)
+    unknown = [s for s in targets if s not in known]
+    if unknown:
+        raise ConfigError(f"{root / 'dvc.yaml'}: no stage {unknown[0]!r} (stages: {', '.join(known)})")
+
+    changes = apply_overrides(root / "params.yaml", overrides or {})
+    for change in changes:
+        logger.info("params.yaml: %s", change)
+    cfg = parse_config(yaml.safe_load((root / "params.yaml").read_text()), "params.yaml")
+    if dask_address:
+        users = [
+            name for name in type(cfg).model_fields
+            if isinstance(getattr(getattr(cfg, name), "runner", None), TaskRunnerConfig)
+            and getattr(cfg, name).runner.kind == "dask_address"
+        ]
+        if not users:
+            raise ConfigError(
+                "dask_address given but no stage has runner.kind: dask_address in params.yaml "
+                "(add e.g. overrides {'extract.runner.kind': 'dask_address'})"
+            )
+        logger.info("Dask scheduler %s for stage(s): %s", dask_address, ", ".join(users))
+
+    steps: list[tuple[str, float]] = []
+    if pull:
+        steps.append(("dvc pull", dvc_pull(str(root), targets, remote, run_cache)))
+    t0 = time.monotonic()
+    timings = dvc_repro.with_options(retries=retries)(str(root), targets, force, dask_address)
+    steps.append(("dvc repro", time.monotonic() - t0))
+    if push:
+        steps.append(("dvc push", dvc_push(str(root), targets, remote, run_cache)))
+
+    metrics, metric_errors, metric_missing = flatten_metrics(dvc_metrics(str(root)))
+    for err in metric_errors:
+        logger.warning("%s", err)
+    if metric_missing:
+        logger.info("metrics not produced yet: %s", ", ".join(metric_missing))
+    markdown = report_markdown(targets, changes, steps, timings, metrics, metric_errors,
+                               metric_missing)
+    create_markdown_artifact(
+        markdown=markdown, key=ARTIFACT_KEY, description="dvc repro: stage durations and metrics"
+    )
+    ran = [t.stage for t in timings if t.status != "skipped"]
+    logger.info("dvc repro finished: %s", ", ".join(ran) if ran else "nothing to do")
+    return {
+        "targets": targets,
+        "overrides": changes,
+        "steps": {name: round(secs, 3) for name, secs in steps},
+        "stages": [asdict(t) for t in timings],
+        "metrics": [{"file": f, "metric": m, "value": v} for f, m, v in metrics],
+    }
+
+
+if __name__ == "__main__":
+    # `python flows/pipeline.py [stage ...]`: the same flow without a deployment.
+    pipeline_flow(stages=sys.argv[1:] or None)

@@ -1,0 +1,269 @@
+"""Inference: paint a sketch in a reference's colours with an exported generator.
+
+Used by the `s2p colorize` command and by the evaluate stage, so the numbers in
+the benchmark come from exactly the code users run.
+
+Sizes. The U-net needs H and W to be multiples of 2**depth. Any input is
+  1. resized so its long side is `size` (default: the resolution the generator
+     was trained at, read from generator.json; 0 keeps the native size). Line
+     width and part size relative to the network's receptive field then match
+     training, which matters more than pixels: a 128-px model run on a 1000-px
+     sketch sees lines and regions it has never seen at that scale;
+  2. padded on the bottom and right with white paper to the next multiple;
+  3. painted, cropped back, and resized to the input's original size.
+The reference is prepared as ingest prepares a training image (short side to the
+training resolution, centre crop) before the style encoder reads it, so V(y)
+comes from the same kind of picture the generator was trained with.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config import ExtractConfig, FeaturizeConfig
+from pipeline.images import Rejected, chroma, decode_rgb, fit_to_square
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+OUTPUT_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+MAX_PIXELS = 200_000_000
+
+
+class ColorizeError(RuntimeError):
+    """A problem with an input, an output path or the checkpoint: one line, names the file."""
+
+
+# ---------------------------------------------------------------- image I/O
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise ColorizeError(f"{path}: no such file")
+    if not path.is_file():
+        raise ColorizeError(f"{path}: not a file")
+    try:
+        return decode_rgb(path.read_bytes(), MAX_PIXELS)
+    except Rejected as why:
+        raise ColorizeError(f"{path}: {why}") from None
+    except OSError as err:
+        raise ColorizeError(f"{path}: unreadable ({err.strerror or err})") from None
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    fmt = OUTPUT_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ColorizeError(f"{path}: output must end in .png, .jpg or .jpeg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    try:
+        Image.fromarray(np.asarray(rgb, np.uint8)).save(path, fmt, **options)
+    except OSError as err:
+        raise ColorizeError(f"{path}: cannot write ({err.strerror or err})") from None
+    return path
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def pad_to_multiple(img: np.ndarray, multiple: int, fill: int = 255) -> np.ndarray:
+    """Pad bottom/right with `fill` so H and W are multiples of `multiple`."""
+    h, w = img.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return img
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+    return np.pad(img, pad, mode="constant", constant_values=fill)
+
+
+def resize_long_side(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale == 1:
+        return img
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    if img.shape[:2] == (height, width):
+        return img
+    shrink = height * width < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+# ---------------------------------------------------------------- the model
+
+
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ColorizeError("--device cuda: no CUDA device is available here")
+    return torch.device(device)
+
+
+def featurize_settings(meta: dict) -> FeaturizeConfig:
+    """The style-encoder settings recorded at training time (defaults where absent)."""
+    return FeaturizeConfig(**_known(FeaturizeConfig, meta.get("featurize")))
+
+
+def extract_settings(meta: dict) -> ExtractConfig:
+    """The sketch extractor recorded at training time (defaults where absent)."""
+    known = _known(ExtractConfig, meta.get("extract"))
+    if "method" not in known and meta.get("extractor") in ("sketchkeras", "classical"):
+        known["method"] = meta["extractor"]
+    return ExtractConfig(**known)
+
+
+def _known(section, raw) -> dict:
+    """Keys of a recorded params section that `section` still has (runners excluded)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return {k: v for k, v in raw.items() if k in section.model_fields and k != "runner"}
+
+
+_ENCODERS: dict[tuple, object] = {}
+
+
+def style_encoder(weights: str | None, input_size: int, seed: int):
+    """A StyleEncoder, built once per process per settings (VGG19 takes seconds to build)."""
+    from pipeline.style_encoder import StyleEncoder, resolve_weights
+
+    key = (weights, input_size, seed, str(resolve_weights(weights)))
+    if key not in _ENCODERS:
+        try:
+            _ENCODERS[key] = StyleEncoder(weights, input_size, seed)
+        except ValueError as err:  # an unreadable weights file
+            raise ColorizeError(str(err)) from None
+    return _ENCODERS[key]
+
+
+@dataclass
+class Colorizer:
+    G: object  # Generator in eval mode
+    meta: dict
+    encoder: object  # StyleEncoder
+    device: object
+    extractor: object | None = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto",
+                        extract: bool = False, featurize: FeaturizeConfig | None = None
+                        ) -> "Colorizer":
+        """Load generator.pt (+ .json); build the style encoder it was trained with.
+
+        `featurize` overrides the recorded encoder settings (the evaluate stage
+        passes its params'). A checkpoint trained on ImageNet style codes refuses
+        to run on the random fallback encoder (and vice versa): the codes would
+        mean nothing to it.
+        """
+        from pipeline.models import load_generator
+        from pipeline.models.checkpoint import CheckpointError
+
+        dev = resolve_device(device)
+        try:
+            G, meta = load_generator(checkpoint, map_location=dev)
+        except CheckpointError as err:
+            raise ColorizeError(str(err)) from None
+        if featurize is None:
+            try:
+                featurize = featurize_settings(meta)
+            except ValueError as err:  # pydantic: a bad value recorded in the .json
+                raise ColorizeError(f"{checkpoint}: bad featurize settings in its .json "
+                                    f"({str(err).splitlines()[0]})") from None
+        encoder = style_encoder(featurize.weights, featurize.input_size, featurize.seed)
+        encoder = encoder.to(dev).eval()
+        trained_with = meta.get("style_encoder")
+        if trained_with and trained_with != encoder.source:
+            raise ColorizeError(
+                f"{checkpoint}: trained with {trained_with} style codes but the style encoder "
+                f"here is {encoder.source} (check featurize.weights)"
+            )
+        extractor = None
+        if extract:
+            from pipeline.sketch import make_extractor
+
+            extractor = make_extractor(extract_settings(meta))
+        return cls(G, meta, encoder, dev, extractor)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** int(self.meta["model"]["depth"])
+
+    @property
+    def resolution(self) -> int | None:
+        value = self.meta.get("resolution")
+        return int(value) if value else None
+
+    def prepare_reference(self, reference: np.ndarray) -> np.ndarray:
+        size = self.resolution or min(reference.shape[:2])
+        return fit_to_square(reference, size, "crop")
+
+    def style_codes(self, references: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+        """[N, 4096] float32 V(y) of prepared references (all the same size)."""
+        import torch
+
+        codes = []
+        with torch.inference_mode():
+            for i in range(0, len(references), batch_size):
+                batch = np.stack(references[i : i + batch_size])
+                code = self.encoder.encode(batch)
+                codes.append(code.cpu().numpy() if hasattr(code, "cpu") else np.asarray(code))
+        return np.concatenate(codes).astype(np.float32)
+
+    def paint(self, sketches: np.ndarray, styles: np.ndarray) -> np.ndarray:
+        """[B,H,W] uint8 sketches + [B,4096] codes -> [B,H,W,3] uint8 (any H, W)."""
+        import torch
+
+        sketches = np.asarray(sketches, np.uint8)
+        h, w = sketches.shape[1:3]
+        padded = np.stack([pad_to_multiple(s, self.multiple) for s in sketches])
+        x = torch.from_numpy(padded).float().div(127.5).sub(1.0)[:, None].to(self.device)
+        v = torch.from_numpy(np.asarray(styles, np.float32)).to(self.device)
+        with torch.inference_mode():
+            out = self.G(x, v)
+        out = out[:, :, :h, :w].float().clamp(-1, 1).add(1).mul(127.5).round()
+        return out.byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def extract(self, rgb: np.ndarray) -> np.ndarray:
+        if self.extractor is None:
+            raise ColorizeError("no sketch extractor loaded (pass --extract)")
+        return np.asarray(self.extractor.extract([rgb])[0], np.uint8)
+
+    def colorize(self, sketch_input: np.ndarray, reference: np.ndarray,
+                 size: int | None = None, style: np.ndarray | None = None) -> np.ndarray:
+        """One picture of any size -> HxWx3 uint8 of the same size.
+
+        `sketch_input` is a grey sketch (HxW), or a colour image (HxWx3) when an
+        extractor is loaded; `size` is the working long side (None: the trained
+        resolution; 0: native).
+        """
+        h, w = sketch_input.shape[:2]
+        size = self.resolution if size is None else size
+        work = resize_long_side(sketch_input, size) if size else sketch_input
+        if work.ndim == 3:
+            work = self.extract(work) if self.extractor is not None else to_grey(work)
+        if style is None:
+            style = self.style_codes([self.prepare_reference(reference)])[0]
+        painted = self.paint(work[None], style[None])[0]
+        return resize_to(painted, h, w)
+
+
+def looks_coloured(rgb: np.ndarray) -> bool:
+    """A 'sketch' with real colour in it is probably an illustration (use --extract)."""
+    # Scanned or JPEG line art measures <= 0.02 mean chroma; illustrations >= 0.03.
+    return chroma(rgb) > 0.03

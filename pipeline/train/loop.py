@@ -1,0 +1,366 @@
+"""The Style2paints V1 GAN training loop.
+
+One step: G paints the batch from (sketch, reference code); D learns to map the
+real colour image to norm(V(y)) of the target's own style code and the painting
+to zeros; then G learns from the guided L1 plus the adversarial term (see
+`pipeline/losses.py`). D's step uses G's output detached; G's step runs the
+plain (non-DDP) D with its parameters frozen, so only G's gradients are
+synchronised in that backward.
+
+Speed knobs apply on CUDA only: bf16 autocast (`train.amp`), channels_last
+memory (`train.channels_last`); `train.compile` works on both. On CPU the loop
+is fp32 with `torch.use_deterministic_algorithms(True)`, so a fixed seed gives
+the same weights, and a resumed run the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.config import Config
+from pipeline.jsonio import read_json, write_json
+from pipeline.losses import discriminator_losses, generator_losses
+from pipeline.models import build_discriminator, build_generator, save_generator
+from pipeline.train import ddp
+from pipeline.train.checkpoint import (
+    CheckpointMismatch,
+    load_checkpoint,
+    run_identity,
+    save_checkpoint,
+    set_rng_state,
+)
+from pipeline.train.loader import fixed_rows, make_loader
+from pipeline.train.samples import render_grid, write_grid
+
+log = logging.getLogger("s2p.train")
+
+GRID_ROWS = 6
+FINAL_WINDOW = 50  # steps averaged into the final metrics
+
+
+class Paths:
+    def __init__(self, root: Path):
+        self.root = root
+        self.checkpoint = root / "train" / "checkpoints" / "latest.pt"
+        self.samples = root / "train" / "samples"
+        self.dvclive = root / "train" / "dvclive"
+        self.metrics = root / "metrics" / "train.json"
+        self.generator = root / "models" / "generator.pt"
+
+
+class Trainer:
+    """G, D, their optimisers and one training step; no I/O."""
+
+    def __init__(self, cfg: Config, device: torch.device, d: ddp.Dist = ddp.Dist()):
+        self.cfg, self.device = cfg, device
+        t = cfg.train
+        self.cuda = device.type == "cuda"
+        self.amp = self.cuda and t.amp
+        channels_last = self.cuda and t.channels_last
+        self.memory = torch.channels_last if channels_last else torch.contiguous_format
+        self.G = build_generator(cfg.model).to(device, memory_format=self.memory)
+        self.D = build_discriminator(cfg.model).to(device, memory_format=self.memory)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        self.g_model, self.d_model = self.G, self.D
+        if d.world > 1:
+            ids = [device.index] if self.cuda else None
+            self.g_model = DistributedDataParallel(self.G, device_ids=ids)
+            self.d_model = DistributedDataParallel(self.D, device_ids=ids)
+        self.d_plain = self.D
+        if t.compile:
+            self.g_model = torch.compile(self.g_model)
+            self.d_model = torch.compile(self.d_model)
+            self.d_plain = torch.compile(self.D)
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        nb = self.cuda
+        sketch = batch["sketch"].to(self.device, non_blocking=nb, memory_format=self.memory)
+        color = batch["color"].to(self.device, non_blocking=nb, memory_format=self.memory)
+        return (sketch, color, batch["reference"].to(self.device, non_blocking=nb),
+                batch["style"].to(self.device, non_blocking=nb))
+
+    def step(self, sketch, color, reference, style) -> dict[str, torch.Tensor]:
+        """One D step then one G step; returns the detached loss terms."""
+        m, clip = self.cfg.model, self.cfg.train.grad_clip
+        with self._autocast():
+            out, guide_grey, guide_colour = self.g_model(sketch, reference)
+            # Real and fake in one forward: one DDP reduction per backward.
+            logits = self.d_model(torch.cat([color, out.detach()]))
+        real_logits, fake_logits = logits.float().chunk(2)
+        d_loss = discriminator_losses(real_logits, fake_logits, style, m)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss["total"].backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.D.parameters(), clip)
+        self.opt_d.step()
+
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                fake_logits_g = self.d_plain(out)
+            g_loss = generator_losses(out, guide_grey, guide_colour, color,
+                                      fake_logits_g.float(), style, m)
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss["total"].backward()
+        finally:
+            self.D.requires_grad_(True)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.G.parameters(), clip)
+        self.opt_g.step()
+        terms = {f"g_{k}": v.detach() for k, v in g_loss.items()}
+        terms.update({f"d_{k}": v.detach() for k, v in d_loss.items()})
+        return terms
+
+    def state(self) -> dict:
+        return {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def load(self, ckpt: dict) -> None:
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def budget_reached(cfg: Config, step: int, seconds: float) -> bool:
+    t = cfg.train
+    if t.max_steps is not None and step >= t.max_steps:
+        return True
+    return t.max_minutes is not None and seconds >= t.max_minutes * 60
+
+
+def _live(paths: Paths, resume: bool):
+    from dvclive import Live
+
+    class FilesOnly(Live):
+        """dvclive as a writer of metric files only. The project's dvc.yaml
+        declares the plots, and experiments are not used, so its DVC/Git
+        integration is skipped: it would `dvc init` a Git repo that lacks DVC
+        and fails outright in a Git repo without commits (dvclive 3.49)."""
+
+        def _init_dvc(self):
+            self._dvc_file = None
+
+    return FilesOnly(dir=str(paths.dvclive), resume=resume, dvcyaml=False, save_dvc_exp=False,
+                     report=None)
+
+
+def _trim_dvclive(folder: Path, step: int) -> None:
+    """Drop logged rows at or after `step`: a crashed run logged them after its
+    last checkpoint, and the resumed run logs those steps again."""
+    for tsv in (folder / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        head = lines[0].split("\t")
+        col = head.index("step") if "step" in head else None
+        keep = [lines[0]] + [ln for ln in lines[1:]
+                             if col is None or int(ln.split("\t")[col]) < step]
+        tsv.write_text("\n".join(keep) + "\n")
+
+
+def _first_logged(folder: Path) -> dict[str, float]:
+    first = {}
+    for tsv in sorted((folder / "plots" / "metrics" / "loss").glob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if len(lines) > 1:
+            head, row = lines[0].split("\t"), lines[1].split("\t")
+            first[tsv.stem] = round(float(row[head.index(tsv.stem)]), 6)
+    return first
+
+
+def _upstream(root: Path) -> dict:
+    featurize = read_json(root / "metrics" / "featurize.json", default={})
+    extract = read_json(root / "metrics" / "extract.json", default={})
+    source = {"style_encoder": featurize.get("style_encoder"),
+              "extractor": extract.get("method_used")}
+    for key, stage in (("style_encoder", "featurize"), ("extractor", "extract")):
+        if source[key] is None:
+            log.warning("train: %s unknown (%s has no metrics/%s.json); recorded as null",
+                        key, root, stage)
+    return source
+
+
+def train(cfg: Config) -> dict | None:
+    """Train to the budget (resuming from the latest checkpoint when it belongs
+    to this run), export the generator. Returns the metrics on rank 0."""
+    d = ddp.from_env()
+    device = ddp.select_device(cfg, d)
+    ddp.init(d, device)
+    try:
+        return _train(cfg, d, device)
+    finally:
+        ddp.shutdown()
+
+
+def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
+    t = cfg.train
+    paths = Paths(cfg.data_root)
+    seed_everything(t.seed, device)  # same initial weights on every rank
+    trainer = Trainer(cfg, device, d)
+    identity = run_identity(cfg)
+
+    start, seconds, ckpt, summary = 0, 0.0, None, {}
+    if paths.checkpoint.is_file():
+        try:
+            ckpt = load_checkpoint(paths.checkpoint, identity)
+        except CheckpointMismatch as why:
+            log.warning("train: %s; starting from step 0", why)
+    if ckpt is not None:
+        trainer.load(ckpt)
+        start, seconds = int(ckpt["step"]), float(ckpt["seconds"])
+        summary = json.loads(ckpt["summary"])
+        log.info("train: resuming from %s at step %d", paths.checkpoint, start)
+    ddp.barrier()  # every rank has read the checkpoint before rank 0 may delete it
+    if d.main:
+        if ckpt is None:
+            for folder in (paths.samples, paths.dvclive, paths.checkpoint.parent):
+                shutil.rmtree(folder, ignore_errors=True)
+        else:
+            _trim_dvclive(paths.dvclive, start + 1)
+    ddp.barrier()
+
+    loader = make_loader(cfg, start_step=start, rank=d.rank, world=d.world,
+                         pin_memory=device.type == "cuda")
+    grid_rows = (fixed_rows(cfg.data_root, GRID_ROWS, cfg.data.resolution, cfg.model.style_dim)
+                 if d.main else None)
+    live = _live(paths, resume=ckpt is not None) if d.main else None
+    if ckpt is not None:
+        set_rng_state(ckpt["rng"])
+    del ckpt
+
+    step, window = start, []
+    recent: deque = deque(maxlen=FINAL_WINDOW)
+    images = t.batch_size * d.world  # per step, all ranks together
+    bar = _progress(cfg, start) if d.main else None
+    batches = iter(loader)
+    run_started = window_started = time.perf_counter()
+    seconds_before = seconds
+    done = budget_reached(cfg, step, seconds)
+    while not done:
+        terms = trainer.step(*trainer.to_device(next(batches)))
+        step += 1
+        window.append(terms)
+        recent.append(terms)
+        if d.main:
+            bar.update(1)
+            if step % t.log_every == 0:
+                now = time.perf_counter()
+                _log(live, window, step, cfg, images * len(window) / (now - window_started), bar)
+                window, window_started = [], now
+            if step % t.sample_every == 0 or step == start + 1:
+                write_grid(render_grid(trainer.G, grid_rows, device), paths.samples, step)
+        seconds = seconds_before + time.perf_counter() - run_started
+        done = budget_reached(cfg, step, seconds)
+        if t.max_minutes is not None:  # clocks differ: rank 0's word must hold for all
+            done = ddp.any_rank(done, device)
+        if d.main and (step % t.checkpoint_every == 0 or done):
+            rate = images * (step - start) / (time.perf_counter() - run_started)
+            summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
+                       "images_per_s": rate}
+            save_checkpoint(paths.checkpoint, **trainer.state(), step=step, seconds=seconds,
+                            cfg=cfg, identity=identity, summary=summary)
+    if not d.main:
+        return None
+    bar.close()
+    if window:
+        now = time.perf_counter()
+        _log(live, window, step, cfg, images * len(window) / (now - window_started), None)
+    if step > start and step % t.sample_every:
+        write_grid(render_grid(trainer.G, grid_rows, device), paths.samples, step)
+    live.end()
+    # `summary` is the one stored with the final checkpoint.
+    return _finish(cfg, trainer, paths, step, start, seconds, summary, device, d)
+
+
+def _mean(terms) -> dict[str, float]:
+    if not terms:
+        return {}
+    return {k: round(float(torch.stack([r[k] for r in terms]).mean()), 6) for k in terms[0]}
+
+
+def _progress(cfg: Config, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.train.max_steps, initial=start, unit="step", desc="train",
+                mininterval=5)
+
+
+def _log(live, window: list[dict], step: int, cfg: Config, images_per_s: float, bar) -> None:
+    """Log the window's mean of every loss term, the learning rates and images/s."""
+    mean = {k: float(torch.stack([w[k] for w in window]).mean()) for k in window[0]}
+    if not math.isfinite(mean["g_total"]) or not math.isfinite(mean["d_total"]):
+        raise FloatingPointError(f"train: loss is not finite at step {step}: {mean}")
+    live.step = step
+    for k, v in mean.items():
+        live.log_metric(f"loss/{k}", v)
+    live.log_metric("lr/g", cfg.train.lr_g)
+    live.log_metric("lr/d", cfg.train.lr_d)
+    live.log_metric("images_per_s", images_per_s)
+    live.next_step()
+    if bar is not None:
+        bar.set_postfix_str(f"g {mean['g_total']:.4f} (l1 {mean['g_l1']:.4f}) "
+                            f"d {mean['d_total']:.4f}", refresh=False)
+    log.debug("train: step %d %s", step, mean)
+
+
+def _finish(cfg, trainer, paths, step, start, seconds, summary, device, d) -> dict:
+    """Export the generator and write metrics/train.json. `summary` holds the
+    final-window losses and images/s (from the checkpoint when this run added
+    no steps)."""
+    steps_this_run = step - start
+    upstream = _upstream(paths.root)
+    extra = {
+        "resolution": cfg.data.resolution,
+        "featurize": cfg.featurize.model_dump(include={"weights", "input_size", "seed"}),
+        "extract": cfg.extract.model_dump(include={"method", "weights", "variant"}),
+        "style_encoder": upstream["style_encoder"],
+        "extractor": upstream["extractor"],
+        "train": {"steps": step, "seed": cfg.train.seed, "batch_size": cfg.train.batch_size,
+                  "world_size": d.world},
+    }
+    save_generator(trainer.G, cfg.model, paths.generator, extra=extra)
+    final = summary.get("loss_final", {})
+    metrics = {
+        "steps": step,
+        "steps_this_run": steps_this_run,
+        "resumed_from_step": start,
+        "train_seconds": round(seconds, 2),
+        "images_per_s": round(summary.get("images_per_s", 0.0), 2),
+        "loss_final": final,
+        "loss_final_window": summary.get("loss_final_window", 0),
+        "loss_first_logged": _first_logged(paths.dvclive),
+        "device": str(device.type),
+        "world_size": d.world,
+        "precision": "bf16" if trainer.amp else "fp32",
+        "compile": cfg.train.compile,
+        **upstream,
+    }
+    write_json(paths.metrics, metrics)
+    log.info("train: %d steps (%d this run) in %.0f s, %.1f images/s; final g_l1 %s",
+             step, steps_this_run, seconds, metrics["images_per_s"], final.get("g_l1"))
+    return metrics

@@ -1,0 +1,11 @@
+"""DVC stage `train`: shards -> data/models/generator.* (see flows/train.py)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.train import train  # noqa: E402
+from stages.common import run_stage  # noqa: E402
+
+if __name__ == "__main__":
+    run_stage(train)

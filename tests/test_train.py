@@ -1,0 +1,153 @@
+"""The training loop: it learns on a fixed batch, checkpoints round-trip, and a
+run that crashes and resumes ends with the same weights as one that did not."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from pipeline.train import loop
+from pipeline.train.checkpoint import (
+    CheckpointMismatch,
+    load_checkpoint,
+    run_identity,
+    save_checkpoint,
+    set_rng_state,
+)
+from pipeline.train.loader import ShardStream
+from pipeline.train.synthetic import write_fake_shards
+
+CPU = torch.device("cpu")
+KEYS = ("sketch", "color", "reference", "style")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Results and speed both hold on a shared 2-core machine with one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_data(root, rows=24, size=32, dim=4096):
+    return write_fake_shards(root / "data", rows, size, dim=dim, shard_rows=8, row_group_rows=4)
+
+
+def test_losses_fall_on_a_fixed_batch(tmp_path):
+    cfg = tiny_config(tmp_path, train={"lr_g": 1e-3, "lr_d": 1e-3})
+    fake_data(tmp_path)
+    loop.seed_everything(0, CPU)
+    trainer = loop.Trainer(cfg, CPU)
+    ds = ShardStream(cfg.data_root, "train", resolution=32, self_reference=True)
+    samples = [s for _, s in zip(range(4), ds)]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in KEYS}
+    args = trainer.to_device(batch)
+    history = [trainer.step(*args) for _ in range(40)]
+    first = sum(float(h["g_l1"]) for h in history[:3]) / 3
+    last = sum(float(h["g_l1"]) for h in history[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+    assert set(history[0]) == {"g_l1", "g_guide_grey", "g_guide_colour", "g_adversarial",
+                               "g_total", "d_real", "d_fake", "d_total"}
+    assert float(history[-1]["g_guide_grey"]) < float(history[0]["g_guide_grey"])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    cfg = tiny_config(tmp_path)
+    fake_data(tmp_path)
+    loop.seed_everything(0, CPU)
+    a = loop.Trainer(cfg, CPU)
+    ds = ShardStream(cfg.data_root, "train", resolution=32, self_reference=True)
+    samples = [s for _, s in zip(range(4), ds)]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in KEYS}
+    a.step(*a.to_device(batch))  # so the optimisers have state
+    identity = run_identity(cfg)
+    path = tmp_path / "ck" / "latest.pt"
+    save_checkpoint(path, **a.state(), step=7, seconds=1.5, cfg=cfg, identity=identity)
+    expected_next = torch.rand(3)
+
+    torch.manual_seed(123)
+    b = loop.Trainer(cfg, CPU)
+    state = load_checkpoint(path, identity)  # weights_only=True inside
+    b.load(state)
+    set_rng_state(state["rng"])
+    assert state["step"] == 7 and state["seconds"] == 1.5
+    assert json.loads(state["config"])["train"]["batch_size"] == cfg.train.batch_size
+    for x, y in ((a.G, b.G), (a.D, b.D)):
+        for (k, v), (_, w) in zip(x.state_dict().items(), y.state_dict().items()):
+            assert torch.equal(v, w), k
+    sa, sb = a.opt_g.state_dict()["state"], b.opt_g.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert torch.equal(torch.rand(3), expected_next)
+    # one more identical step on both: same result
+    ta, tb = a.step(*a.to_device(batch)), b.step(*b.to_device(batch))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+    other = tiny_config(tmp_path, model={"base_width": 16})
+    with pytest.raises(CheckpointMismatch, match="base_width"):
+        load_checkpoint(path, run_identity(other))
+    path.write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="latest.pt"):
+        load_checkpoint(path, identity)
+
+
+def _weights(root):
+    state = torch.load(root / "train/checkpoints/latest.pt", weights_only=True)
+    return state
+
+
+def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    overrides = {"train": {"max_steps": 6, "checkpoint_every": 2, "sample_every": 3,
+                           "log_every": 1}}
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    for root in (whole, crashed):
+        fake_data(root)
+    cfg_whole = tiny_config(whole, **overrides)
+    cfg_crash = tiny_config(crashed, **overrides)
+
+    loop.train(cfg_whole)
+
+    calls = {"n": 0}
+    real_step = loop.Trainer.step
+
+    def dying_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:  # step 4 dies after checkpoint 2 was written
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg_crash)
+    assert _weights(crashed / "data")["step"] == 2
+    monkeypatch.setattr(loop.Trainer, "step", real_step)
+    metrics = loop.train(cfg_crash)
+
+    assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 2
+    assert metrics["steps_this_run"] == 4
+    a, b = _weights(whole / "data"), _weights(crashed / "data")
+    assert a["step"] == b["step"] == 6
+    for part in ("G", "D"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    # the loss curve has each step once, in order
+    tsv = (crashed / "data/train/dvclive/plots/metrics/loss/g_l1.tsv").read_text().splitlines()
+    head = tsv[0].split("\t")
+    steps = [int(line.split("\t")[head.index("step")]) for line in tsv[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+    # Rerun at the same budget: nothing to train, same export and metrics.
+    again = loop.train(cfg_crash)
+    assert again["steps_this_run"] == 0 and again["loss_final"] == metrics["loss_final"]
+    assert again["images_per_s"] == metrics["images_per_s"] > 0
+    # A finished run asked for more steps continues from its checkpoint.
+    more = loop.train(tiny_config(crashed, train={**overrides["train"], "max_steps": 8}))
+    assert more["resumed_from_step"] == 6 and more["steps"] == 8
+    # Other model settings: the old checkpoint is not resumed.
+    fresh = loop.train(tiny_config(crashed, train=overrides["train"],
+                                   model={"style_proj": 4}))
+    assert fresh["resumed_from_step"] == 0 and fresh["steps"] == 6
+    shutil.rmtree(tmp_path)
