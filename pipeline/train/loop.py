@@ -40,7 +40,7 @@ from pipeline.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pipeline.train.loader import fixed_rows, make_loader
+from pipeline.train.loader import DataError, fixed_rows, make_loader
 from pipeline.train.samples import render_grid, write_grid
 
 log = logging.getLogger("s2p.train")
@@ -136,6 +136,37 @@ class Trainer:
         self.D.load_state_dict(ckpt["D"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
+
+
+def style_statistics(style_dir: Path, dim: int, max_rows: int = 4096):
+    """Per-dimension mean and std of the style codes G will see (own and augmented),
+    from the first `max_rows` rows in shard order: deterministic on every rank."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipeline.shards import shard_paths
+
+    parts, rows = [], 0
+    for path in shard_paths(style_dir):
+        table = pq.read_table(path, columns=["style", "style_aug"])
+        table = table.filter(pc.is_valid(table.column("style")))  # undecodable rows
+        for name, depth in (("style", 1), ("style_aug", 2)):
+            values = table.column(name).combine_chunks()
+            for _ in range(depth):
+                values = values.flatten()
+            flat = values.to_numpy(zero_copy_only=False)
+            if name == "style" and table.num_rows and flat.size != table.num_rows * dim:
+                raise DataError(f"{path}: style codes of size {flat.size // table.num_rows}, "
+                                f"model.style_dim is {dim}")
+            parts.append(flat.reshape(-1, dim))
+        rows += table.num_rows
+        if rows >= max_rows:
+            break
+    codes = np.concatenate(parts) if parts else np.empty((0, dim))
+    if not len(codes):
+        raise DataError(f"{style_dir}: no style codes to standardise with")
+    arr = torch.from_numpy(codes.astype(np.float32))
+    return arr.mean(0), arr.std(0)
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -246,6 +277,9 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
 
     loader = make_loader(cfg, start_step=start, rank=d.rank, world=d.world,
                          pin_memory=device.type == "cuda")
+    if ckpt is None:  # a resumed G already holds them
+        mean, std = style_statistics(cfg.data_root / "shards" / "style", cfg.model.style_dim)
+        trainer.G.set_style_stats(mean.to(device), std.to(device))
     grid_rows = (fixed_rows(cfg.data_root, GRID_ROWS, cfg.data.resolution, cfg.model.style_dim)
                  if d.main else None)
     live = _live(paths, resume=ckpt is not None) if d.main else None
