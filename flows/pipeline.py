@@ -44,6 +44,7 @@ if str(_ROOT) not in sys.path:
 
 from flows.runner import DASK_ADDRESS_ENV
 from pipeline.config import ConfigError, TaskRunnerConfig, parse_config
+from pipeline.jsonio import atomic_path
 
 ARTIFACT_KEY = "s2p-pipeline"
 
@@ -154,9 +155,8 @@ def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> list[str]:
     # Validate exactly what will be on disk, with the same loader the stages use.
     parse_config(yaml.safe_load(buf.getvalue()), f"{params_path} (with overrides)")
     if changes:
-        tmp = params_path.with_name(f".{params_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, params_path)
+        with atomic_path(params_path) as tmp:
+            tmp.write_text(buf.getvalue())
     return changes
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import DataConfig, IngestConfig
 from pipeline.images import Rejected, encode_image, prepare_illustration
+from pipeline.jsonio import atomic_path
 from pipeline.shards import (
     COLOR_SCHEMA,
     assign_split,
@@ -203,8 +204,6 @@ def write_rejects(shard_dir: Path, out: Path) -> list[dict]:
     table = pa.Table.from_pylist(
         rejects, schema=pa.schema([("path", pa.string()), ("reason", pa.string())])
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(out)  # atomic: a crash leaves the previous file or none
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return rejects

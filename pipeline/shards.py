@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.jsonio import atomic_path, write_json
 
 SCHEMA_VERSION = 1
 MANIFEST = "_manifest.json"
@@ -106,8 +107,7 @@ def write_shard(
         }
     )
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(
             table,
             tmp,
@@ -115,11 +115,6 @@ def write_shard(
             compression="zstd",
             use_dictionary=["id", "split", "source"] if "split" in table.column_names else ["id"],
         )
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -163,9 +158,7 @@ def write_manifest(shard_dir: str | Path, shard_set: str, extra: dict | None = N
         "bytes": sum(s["bytes"] for s in shards),
         **(extra or {}),
     }
-    tmp = shard_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, shard_dir / MANIFEST)
+    write_json(shard_dir / MANIFEST, manifest)
     return manifest
 
 

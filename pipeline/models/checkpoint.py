@@ -9,7 +9,6 @@ so a checkpoint whose tensors do not fit its own config is reported, not guessed
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn as nn
 from pydantic import ValidationError
 
 from pipeline.config import ModelConfig
+from pipeline.jsonio import atomic_path, write_json
 from pipeline.models.generator import Generator
 
 FORMAT = "s2p-generator"
@@ -59,12 +59,9 @@ def save_generator(G: nn.Module, model_cfg: ModelConfig, path: str | Path,
     state = {k: v.detach().cpu() for k, v in unwrap(G).state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "model": model_cfg.model_dump(), **(extra or {})}
-    tmp = pt_path.with_name(f".{pt_path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, pt_path)
-    tmp = json_path.with_name(f".{json_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, json_path)
+    with atomic_path(pt_path) as tmp:
+        torch.save(state, tmp)
+    write_json(json_path, meta)
     return pt_path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
+from pipeline.jsonio import atomic_path
 from pipeline.train.loader import shard_dirs
 
 log = logging.getLogger("s2p.train.checkpoint")
@@ -119,14 +119,8 @@ def save_checkpoint(path: str | Path, *, G, D, opt_g, opt_d, step: int, seconds:
         "identity": json.dumps(identity, sort_keys=True),
         "summary": json.dumps(summary or {}),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
