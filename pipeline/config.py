@@ -211,12 +211,13 @@ class Config(_Section):
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {key}: {msg}{more}"
+    # Cross-section checks have no single location; their message names the keys.
+    return f"{source}: {key}: {msg}{more}" if key else f"{source}: {msg}{more}"
 
 
 def parse_config(raw: dict | None, source: str = "params.yaml") -> Config:
