@@ -55,6 +55,18 @@ def _prefect_home(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Pin torch to one thread: on a shared 2-core machine tiny steps run far
+    faster (and just as deterministically) than with two competing threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def require_samples() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip(f"{SAMPLES} is absent (only development checkouts have ../shared)")

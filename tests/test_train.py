@@ -24,17 +24,17 @@ CPU = torch.device("cpu")
 KEYS = ("sketch", "color", "reference", "style")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Results and speed both hold on a shared 2-core machine with one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fake_data(root, rows=24, size=32, dim=4096):
     return write_fake_shards(root / "data", rows, size, dim=dim, shard_rows=8, row_group_rows=4)
+
+
+def fixed_batch(cfg, rows=4) -> dict:
+    ds = ShardStream(cfg.data_root, "train", resolution=32, self_reference=True)
+    samples = [s for _, s in zip(range(rows), ds)]
+    return {k: torch.stack([s[k] for s in samples]) for k in KEYS}
 
 
 def test_losses_fall_on_a_fixed_batch(tmp_path):
@@ -42,10 +42,7 @@ def test_losses_fall_on_a_fixed_batch(tmp_path):
     fake_data(tmp_path)
     loop.seed_everything(0, CPU)
     trainer = loop.Trainer(cfg, CPU)
-    ds = ShardStream(cfg.data_root, "train", resolution=32, self_reference=True)
-    samples = [s for _, s in zip(range(4), ds)]
-    batch = {k: torch.stack([s[k] for s in samples]) for k in KEYS}
-    args = trainer.to_device(batch)
+    args = trainer.to_device(fixed_batch(cfg))
     history = [trainer.step(*args) for _ in range(40)]
     first = sum(float(h["g_l1"]) for h in history[:3]) / 3
     last = sum(float(h["g_l1"]) for h in history[-3:]) / 3
@@ -60,9 +57,7 @@ def test_checkpoint_round_trip(tmp_path):
     fake_data(tmp_path)
     loop.seed_everything(0, CPU)
     a = loop.Trainer(cfg, CPU)
-    ds = ShardStream(cfg.data_root, "train", resolution=32, self_reference=True)
-    samples = [s for _, s in zip(range(4), ds)]
-    batch = {k: torch.stack([s[k] for s in samples]) for k in KEYS}
+    batch = fixed_batch(cfg)
     a.step(*a.to_device(batch))  # so the optimisers have state
     identity = run_identity(cfg)
     path = tmp_path / "ck" / "latest.pt"

@@ -13,12 +13,7 @@ from pipeline.models import load_generator
 from pipeline.train.synthetic import write_fake_shards
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_stage_end_to_end(tmp_path):
