@@ -55,6 +55,8 @@ def reconstruction_task(cfg: Config, colorizer: Colorizer) -> dict:
 def real_images_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict | str:
     ev = cfg.evaluate
     reason = skip_reason(ev.real_sketch_dir, ev.real_reference_dir)
+    if reason is None and colorizer.code == "oracle_palette":
+        reason = "an oracle_palette model reads toon palettes, not pictures"
     result = None
     if reason is None:
         result = colorize_real(colorizer, ev.real_sketch_dir, ev.real_reference_dir, out_png,
@@ -81,7 +83,6 @@ def evaluate_flow(cfg: Config) -> dict:
 
     colorizer = Colorizer.from_checkpoint(root / "models" / "generator.pt", ev.device,
                                           featurize=cfg.featurize)
-    encoder = colorizer.encoder
     extractor = make_extractor(cfg.extract)
     extract_metrics = read_json(root / "metrics" / "extract.json", default={})
     trained_extractor = extract_metrics.get("method_used")
@@ -113,8 +114,9 @@ def evaluate_flow(cfg: Config) -> dict:
         "resolution": cfg.data.resolution,
         "extractor": trained_extractor or "unknown (no extract metrics)",
         "benchmark_extractor": extractor.describe(),
-        "style_encoder": encoder.source,
-        "style_encoder_weights": encoder.weights_path or f"random (seed {cfg.featurize.seed})",
+        "style_code": cfg.featurize.code,
+        "style_precision": cfg.featurize.precision,
+        **_encoder_provenance(colorizer.encoder, cfg.featurize.seed),
         "model_style_encoder": colorizer.meta.get("style_encoder", "unrecorded"),
         "device": str(colorizer.device),
     }
@@ -129,6 +131,13 @@ def evaluate_flow(cfg: Config) -> dict:
         b["model"]["hit_rate"], swap["projection"],
     )
     return metrics
+
+
+def _encoder_provenance(encoder, seed: int) -> dict:
+    if encoder is None:
+        return {"style_encoder": "oracle", "style_encoder_weights": "none (toon palettes)"}
+    return {"style_encoder": encoder.source,
+            "style_encoder_weights": encoder.weights_path or f"random (seed {seed})"}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

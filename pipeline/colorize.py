@@ -117,9 +117,13 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
-def featurize_settings(meta: dict) -> FeaturizeConfig:
-    """The style-encoder settings recorded at training time (defaults where absent)."""
-    return FeaturizeConfig(**_known(FeaturizeConfig, meta.get("featurize")))
+def _recorded_featurize(checkpoint, meta: dict) -> FeaturizeConfig:
+    """The style-code settings recorded at training time (defaults where absent)."""
+    try:
+        return FeaturizeConfig(**_known(FeaturizeConfig, meta.get("featurize")))
+    except ValueError as err:  # pydantic: a bad value recorded in the .json
+        raise ColorizeError(f"{checkpoint}: bad featurize settings in its .json "
+                            f"({str(err).splitlines()[0]})") from None
 
 
 def extract_settings(meta: dict) -> ExtractConfig:
@@ -136,41 +140,28 @@ def _known(section, raw) -> dict:
     return {k: v for k, v in raw.items() if k in section.model_fields and k != "runner"}
 
 
-_ENCODERS: dict[tuple, object] = {}
-
-
-def style_encoder(weights: str | None, input_size: int, seed: int):
-    """A StyleEncoder, built once per process per settings (VGG19 takes seconds to build)."""
-    from pipeline.style_encoder import StyleEncoder, resolve_weights
-
-    key = (weights, input_size, seed, str(resolve_weights(weights)))
-    if key not in _ENCODERS:
-        try:
-            _ENCODERS[key] = StyleEncoder(weights, input_size, seed)
-        except ValueError as err:  # an unreadable weights file
-            raise ColorizeError(str(err)) from None
-    return _ENCODERS[key]
-
-
 @dataclass
 class Colorizer:
     G: object  # Generator in eval mode
     meta: dict
-    encoder: object  # StyleEncoder
+    encoder: object | None  # StyleEncoder; None for an oracle_palette model
     device: object
     extractor: object | None = None
+    featurize: FeaturizeConfig = FeaturizeConfig()
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "auto",
                         extract: bool = False, featurize: FeaturizeConfig | None = None
                         ) -> "Colorizer":
-        """Load generator.pt (+ .json); build the style encoder it was trained with.
+        """Load generator.pt (+ .json); build the style encoder it was trained with:
+        the same code, input size, seed and precision as the codes it learnt from.
 
         `featurize` overrides the recorded encoder settings (the evaluate stage
         passes its params'). A checkpoint trained on ImageNet style codes refuses
-        to run on the random fallback encoder (and vice versa): the codes would
-        mean nothing to it.
+        to run on the random fallback encoder (and vice versa), and one trained on
+        another code refuses outright: the codes would mean nothing to it.
         """
+        from pipeline.featurize import encoder_for
         from pipeline.models import load_generator
         from pipeline.models.checkpoint import CheckpointError
 
@@ -179,26 +170,33 @@ class Colorizer:
             G, meta = load_generator(checkpoint, map_location=dev)
         except CheckpointError as err:
             raise ColorizeError(str(err)) from None
-        if featurize is None:
+        recorded = _recorded_featurize(checkpoint, meta)
+        featurize = featurize or recorded
+        if featurize.code != recorded.code:
+            raise ColorizeError(f"{checkpoint}: trained on featurize.code={recorded.code} "
+                                f"codes, asked to paint with {featurize.code} codes")
+        encoder = None
+        if featurize.code != "oracle_palette":
             try:
-                featurize = featurize_settings(meta)
-            except ValueError as err:  # pydantic: a bad value recorded in the .json
-                raise ColorizeError(f"{checkpoint}: bad featurize settings in its .json "
-                                    f"({str(err).splitlines()[0]})") from None
-        encoder = style_encoder(featurize.weights, featurize.input_size, featurize.seed)
-        encoder = encoder.to(dev).eval()
-        trained_with = meta.get("style_encoder")
-        if trained_with and trained_with != encoder.source:
-            raise ColorizeError(
-                f"{checkpoint}: trained with {trained_with} style codes but the style encoder "
-                f"here is {encoder.source} (check featurize.weights)"
-            )
+                encoder = encoder_for(featurize).to(dev).eval()
+            except ValueError as err:  # an unreadable weights file
+                raise ColorizeError(str(err)) from None
+            trained_with = meta.get("style_encoder")
+            if trained_with and trained_with != encoder.source:
+                raise ColorizeError(
+                    f"{checkpoint}: trained with {trained_with} style codes but the style "
+                    f"encoder here is {encoder.source} (check featurize.weights)"
+                )
         extractor = None
         if extract:
             from pipeline.sketch import make_extractor
 
             extractor = make_extractor(extract_settings(meta))
-        return cls(G, meta, encoder, dev, extractor)
+        return cls(G, meta, encoder, dev, extractor, featurize)
+
+    @property
+    def code(self) -> str:
+        return self.featurize.code
 
     @property
     def multiple(self) -> int:
@@ -214,9 +212,13 @@ class Colorizer:
         return fit_to_square(reference, size, "crop")
 
     def style_codes(self, references: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
-        """[N, 4096] float32 V(y) of prepared references (all the same size)."""
+        """[N, D] float32 V(y) of prepared references (all the same size)."""
         import torch
 
+        if self.encoder is None:
+            raise ColorizeError("this generator was trained on the oracle palette code "
+                                "(featurize.code: oracle_palette): it paints only toon "
+                                "references whose palette is known, not images")
         codes = []
         with torch.inference_mode():
             for i in range(0, len(references), batch_size):
@@ -225,8 +227,14 @@ class Colorizer:
                 codes.append(code.cpu().numpy() if hasattr(code, "cpu") else np.asarray(code))
         return np.concatenate(codes).astype(np.float32)
 
+    def palette_codes(self, palettes: list) -> np.ndarray:
+        """[N, 24] oracle codes of toon palettes (an oracle_palette model only)."""
+        from pipeline.oracle import palette_code
+
+        return np.stack([palette_code(p) for p in palettes])
+
     def paint(self, sketches: np.ndarray, styles: np.ndarray) -> np.ndarray:
-        """[B,H,W] uint8 sketches + [B,4096] codes -> [B,H,W,3] uint8 (any H, W)."""
+        """[B,H,W] uint8 sketches + [B,D] codes -> [B,H,W,3] uint8 (any H, W)."""
         import torch
 
         sketches = np.asarray(sketches, np.uint8)

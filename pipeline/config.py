@@ -92,7 +92,15 @@ class ExtractConfig(_Section):
     runner: TaskRunnerConfig = TaskRunnerConfig()
 
 
+STYLE_CODE_DIMS = {"fc1": 4096, "fc1_relu": 4096, "pooled": 2944, "oracle_palette": 24}
+
+
 class FeaturizeConfig(_Section):
+    # What V(y) is (pipeline/style_encoder.py): fc1 (the paper: VGG19 fc1 before
+    # its ReLU), fc1_relu, pooled (ours: per-channel mean/std of five VGG19 layers,
+    # translation-invariant), or oracle_palette (a diagnostic: the toon's true
+    # palette, toon data only; pipeline/oracle.py).
+    code: Literal["fc1", "fc1_relu", "pooled", "oracle_palette"] = "fc1"
     # ImageNet VGG19 weights; null = torch hub cache location, else seeded random.
     weights: Optional[str] = None
     input_size: int = Field(128, ge=32, le=512)
@@ -108,12 +116,24 @@ class ModelConfig(_Section):
     depth: int = Field(3, ge=1, le=7)
     base_width: int = Field(16, ge=4)
     max_width: int = Field(256, ge=4)
+    # Explicit widths (the paper profile): encoder levels 0..depth-1, the middle,
+    # decoder levels coarsest first; null = derived from base_width/max_width.
+    encoder_widths: Optional[list[int]] = None
+    middle_width: Optional[int] = Field(None, ge=1)
+    decoder_widths: Optional[list[int]] = None
     res_blocks: int = Field(1, ge=1)
-    middle_blocks: int = Field(2, ge=1)  # residual blocks after the style fusion
+    middle_blocks: int = Field(2, ge=1)  # residual blocks of the middle
     # group: batch-size independent, no cross-GPU sync under DDP (see models/generator.py)
     norm: Literal["group", "batch", "none"] = "group"
-    style_dim: int = Field(4096, ge=1)
-    style_proj: int = Field(64, ge=1)
+    # Width of the code; derived from featurize.code when unset (the usual case).
+    style_dim: Optional[int] = Field(None, ge=1)
+    # Where V(y) enters: concat (the paper: the middle only), film (ours: a
+    # per-channel scale and shift after every norm of middle and decoder), both.
+    style_inject: Literal["concat", "film", "both"] = "film"
+    style_proj: int = Field(256, ge=1)  # the dense layer over the code (paper: 2048)
+    # Standardisation: std floor relative to the median std, and a clip of |z|.
+    style_std_floor: float = Field(0.1, gt=0, le=1)
+    style_clip: float = Field(8.0, gt=0)
     disc_width: int = Field(16, ge=4)
     disc_depth: int = Field(4, ge=2, le=8)
     guide_grey_weight: float = Field(0.3, ge=0)
@@ -122,6 +142,15 @@ class ModelConfig(_Section):
     adversarial_weight: float = Field(0.01, ge=0)
     style_norm: Literal["max", "saturate"] = "max"
     style_norm_scale: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _widths_match_depth(self):
+        for key in ("encoder_widths", "decoder_widths"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != self.depth or min(value) < 1):
+                raise ValueError(f"{key} must list {self.depth} positive widths "
+                                 f"(one per level, model.depth={self.depth}), got {value}")
+        return self
 
 
 class TrainConfig(_Section):
@@ -139,11 +168,15 @@ class TrainConfig(_Section):
     flip: bool = True
     shuffle_buffer: int = Field(256, ge=1)
     num_workers: int = Field(0, ge=0)
-    amp: bool = True  # bf16 on GPU; always fp32 on CPU
+    amp: bool = True  # bf16 autocast on GPU and on CPUs with bf16 kernels (AVX512/AMX)
     compile: bool = False
     channels_last: bool = True
     nproc: int = Field(1, ge=1)
     log_every: int = Field(10, ge=1)
+    # Reference-following curves: the first monitor_pairs toon benchmark pairs
+    # scored every monitor_every steps (pipeline/train/monitor.py); 0 pairs = off.
+    monitor_pairs: int = Field(16, ge=0)
+    monitor_every: int = Field(100, ge=1)
     sample_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -152,6 +185,9 @@ class TrainConfig(_Section):
     def _has_budget(self):
         if self.max_steps is None and self.max_minutes is None:
             raise ValueError("set max_steps or max_minutes (no budget means no end)")
+        if self.monitor_every % self.log_every:
+            raise ValueError(f"monitor_every={self.monitor_every} must be a multiple of "
+                             f"log_every={self.log_every} (the curves share the log's steps)")
         return self
 
 
@@ -177,6 +213,21 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_style_dim(cls, raw):
+        """model.style_dim follows featurize.code unless it is set explicitly."""
+        if not isinstance(raw, dict):
+            return raw
+        featurize, model = raw.get("featurize") or {}, raw.get("model") or {}
+        if not isinstance(featurize, dict) or not isinstance(model, dict):
+            return raw
+        if model.get("style_dim") is None:
+            code = featurize.get("code", FeaturizeConfig.model_fields["code"].default)
+            if code in STYLE_CODE_DIMS:
+                raw = {**raw, "model": {**model, "style_dim": STYLE_CODE_DIMS[code]}}
+        return raw
+
     @model_validator(mode="after")
     def _cross_checks(self):
         factor = 2 ** self.model.depth
@@ -198,6 +249,18 @@ class Config(_Section):
                 "ingest.seed + ingest.toon_count must not reach evaluate.seed "
                 "(benchmark characters must never appear in training)"
             )
+        code_dim = STYLE_CODE_DIMS[self.featurize.code]
+        if self.model.style_dim != code_dim:
+            raise ValueError(f"model.style_dim={self.model.style_dim} does not match "
+                             f"featurize.code={self.featurize.code} ({code_dim}-d); leave it unset")
+        if self.featurize.code == "oracle_palette" and self.ingest.source != "toon":
+            raise ValueError("featurize.code: oracle_palette needs toon data (ingest.source: "
+                             "toon): only toons have a true palette")
+        if self.train.random_crop and self.model.adversarial != "dcgan" and \
+                self.model.adversarial_weight > 0:
+            raise ValueError(
+                "train.random_crop needs model.adversarial: dcgan or adversarial_weight: 0: "
+                "D's target is V(y) of the whole image, which a crop no longer shows")
         if self.train.augmented_self_reference and self.featurize.augmented_copies < 1:
             raise ValueError(
                 "train.augmented_self_reference needs featurize.augmented_copies >= 1"

@@ -1,9 +1,21 @@
-"""The frozen VGG19 style encoder V(y): fc1 activations (after ReLU), 4096-d.
+"""The frozen VGG19 style encoder V(y) and the style codes read from it.
 
-torchvision's VGG19 `features` → `avgpool` (adaptive 7×7, so inputs smaller than
-224 work) → flatten → `classifier[0]` (fc1) → `classifier[1]` (ReLU). Always in
-eval mode, no parameter requires grad, forward under no_grad; ImageNet mean/std
-normalisation; images are resized (bilinear, antialiased) to `input_size`.
+`featurize.code` chooses what V(y) is (`CODE_DIMS` gives each width):
+- `fc1` (the paper): torchvision VGG19 `features` → `avgpool` (adaptive 7×7, so
+  inputs smaller than 224 work) → flatten → `classifier[0]` (fc1), **before** its
+  ReLU ("from the output of VGG 19's fc1, without the Relu activation"), 4096-d.
+  fc1 is position-indexed: it says where colours are, and changes when the
+  picture is cropped, rotated or flipped.
+- `fc1_relu`: the same after the ReLU (this project's first code; kept for the
+  ablation: after the ReLU about 30% of the dims are zero for every image).
+- `pooled` (ours): per-channel mean and standard deviation over all positions
+  of relu1_2, relu2_2, relu3_4, relu4_4 and relu5_4 (64+128+256+512+512 channels,
+  2944-d). Translation-invariant, like the official V1 *server*, which fed
+  globally pooled GoogLeNet features into the generator; fc1 is never computed.
+The discriminator's [0, 1] target is derived from any of them by `losses.norm_style`.
+
+Always in eval mode, no parameter requires grad, forward under no_grad; ImageNet
+mean/std normalisation; images are resized (bilinear, antialiased) to `input_size`.
 
 Weights, in order (no network access, ever):
 1. `weights` (featurize.weights) when set and present;
@@ -15,7 +27,9 @@ Weights, in order (no network access, ever):
 A weights file that exists but cannot be read is an error, not a fallback.
 
 `precision="bf16"` runs the network under bfloat16 autocast (about 1.7x faster
-on CPUs with AVX512-BF16; codes within ~1% of fp32). fp32 is the default.
+on CPUs with AVX512-BF16; codes within ~1% of fp32). featurize, train's
+learning curves, evaluate and `s2p colorize` all use the precision recorded
+with the codes, so a model never sees codes of another precision.
 """
 from __future__ import annotations
 
@@ -29,12 +43,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from pipeline.config import STYLE_CODE_DIMS
+
 log = logging.getLogger(__name__)
 
 HUB_FILENAME = "vgg19-dcbb9e9d.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-STYLE_DIM = 4096
+# relu1_2, relu2_2, relu3_4, relu4_4, relu5_4: the last ReLU of each block.
+POOLED_LAYERS = (3, 8, 17, 26, 35)
+POOLED_CHANNELS = (64, 128, 256, 512, 512)
+# The VGG codes (config.STYLE_CODE_DIMS also lists the oracle's; a test checks
+# that pooled's width is 2 * sum(POOLED_CHANNELS)).
+CODE_DIMS = {code: STYLE_CODE_DIMS[code] for code in ("fc1", "fc1_relu", "pooled")}
 
 
 def hub_weights_path() -> Path:
@@ -53,15 +74,19 @@ def resolve_weights(weights: str | Path | None) -> Path | None:
 
 class StyleEncoder(nn.Module):
     def __init__(self, weights: str | Path | None = None, input_size: int = 224, seed: int = 0,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", code: str = "fc1"):
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if code not in CODE_DIMS:
+            raise ValueError(f"code must be one of {sorted(CODE_DIMS)}, got {code!r}")
         self.input_size = int(input_size)
         self.precision = precision
+        self.code = code
+        self.dim = CODE_DIMS[code]
         path = resolve_weights(weights)
         if path is None:
-            vgg = _random_vgg(seed)
+            vgg = _random_vgg(seed, with_fc1=code != "pooled")
             self.source = "random"
             self.weights_path = None
             log.warning(
@@ -76,10 +101,11 @@ class StyleEncoder(nn.Module):
             absent = "" if weights is None or Path(weights).expanduser() == path else (
                 f" (featurize.weights={weights} is absent)")
             log.info("VGG19 ImageNet weights loaded from %s%s", path, absent)
-        # fc2/fc3 (~20 M parameters) are never used: keep only up to fc1 + ReLU.
+        # fc2/fc3 (~20 M parameters) are never used; the pooled code needs no fc1
+        # (103 M parameters) and no conv after relu5_4's block end.
         self.features = vgg.features.to(memory_format=torch.channels_last)  # ~1.4x on CPU
         self.avgpool = vgg.avgpool
-        self.fc1 = nn.Sequential(vgg.classifier[0], vgg.classifier[1])
+        self.fc1 = vgg.classifier[0] if code != "pooled" else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -91,7 +117,7 @@ class StyleEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B,3,H,W] float in [0,1] -> [B,4096] float32."""
+        """x [B,3,H,W] float in [0,1] -> [B, dim] float32."""
         x = x.to(self.mean.device, torch.float32)
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
@@ -99,11 +125,23 @@ class StyleEncoder(nn.Module):
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            h = torch.flatten(self.avgpool(self.features(x)), 1)
-            return self.fc1(h).float()
+            if self.code == "pooled":
+                return self._pooled(x)
+            fc1 = self.fc1(torch.flatten(self.avgpool(self.features(x)), 1)).float()
+        return fc1.clamp_min(0) if self.code == "fc1_relu" else fc1
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        means, stds = [], []
+        for i, layer in enumerate(self.features[: POOLED_LAYERS[-1] + 1]):
+            x = layer(x)
+            if i in POOLED_LAYERS:
+                flat = x.float().flatten(2)
+                means.append(flat.mean(2))
+                stds.append(flat.std(2, correction=0))
+        return torch.cat(means + stds, dim=1)
 
     def encode(self, images) -> torch.Tensor:
-        """uint8 NHWC numpy (or a list of HxWx3 uint8) or float [B,3,H,W] in [0,1] -> [B,4096]."""
+        """uint8 NHWC numpy (or a list of HxWx3 uint8) or float [B,3,H,W] in [0,1] -> [B, dim]."""
         if isinstance(images, list):
             images = np.stack(images)
         if isinstance(images, np.ndarray):
@@ -120,17 +158,21 @@ class StyleEncoder(nn.Module):
         return self(x)
 
 
-def _random_vgg(seed: int) -> nn.Module:
+def _random_vgg(seed: int, with_fc1: bool = True) -> nn.Module:
     """VGG19 with torchvision's init distributions (conv: Kaiming normal, fan_out;
     linear: N(0, 0.01); biases 0) drawn from `seed` in a forked RNG. Only the
-    layers we keep are drawn (fc2/fc3 stay empty), which halves the start-up."""
+    layers we keep are drawn (fc2/fc3 stay empty), which halves the start-up;
+    the convs come first, so they are the same with or without fc1."""
     with torch.device("meta"):
         vgg = torchvision.models.vgg19(weights=None)
     vgg.features.to_empty(device="cpu")
-    vgg.classifier[0].to_empty(device="cpu")
+    kept = [*vgg.features]
+    if with_fc1:
+        vgg.classifier[0].to_empty(device="cpu")
+        kept.append(vgg.classifier[0])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for m in [*vgg.features, vgg.classifier[0]]:
+        for m in kept:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
@@ -161,52 +203,54 @@ def _load_vgg(path: Path) -> nn.Module:
 
 # --- The style shard set (written by `featurize`, read by `train`) -------------------
 
-STYLE_SCHEMA = pa.schema(
-    [
+
+def style_schema(dim: int) -> pa.Schema:
+    """`style`: V(y) of the colour image; `style_aug`: K codes of distorted copies."""
+    return pa.schema([
         ("id", pa.string()),
-        ("style", pa.list_(pa.float16(), STYLE_DIM)),
-        ("style_aug", pa.list_(pa.list_(pa.float16(), STYLE_DIM))),
-    ]
-)
+        ("style", pa.list_(pa.float16(), dim)),
+        ("style_aug", pa.list_(pa.list_(pa.float16(), dim))),
+    ])
 
 
 def style_table(ids: list[str], style: np.ndarray, style_aug: np.ndarray,
                 valid: np.ndarray | None = None) -> pa.Table:
-    """Rows of codes -> a STYLE_SCHEMA table; style [N,4096], style_aug [N,K,4096].
+    """Rows of codes -> a style_schema table; style [N,D], style_aug [N,K,D].
 
     Rows with valid=False (an undecodable colour image) get null style and
     style_aug, so the set stays aligned row for row with the colour set.
     """
-    n, k = len(ids), style_aug.shape[1]
+    n, k, dim = len(ids), style_aug.shape[1], style.shape[1]
     mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
     codes = pa.FixedSizeListArray.from_arrays(
-        pa.array(style.astype(np.float16).reshape(-1)), STYLE_DIM, mask=mask)
+        pa.array(style.astype(np.float16).reshape(-1)), dim, mask=mask)
     aug_codes = pa.FixedSizeListArray.from_arrays(
-        pa.array(style_aug.astype(np.float16).reshape(-1)), STYLE_DIM)
+        pa.array(style_aug.astype(np.float16).reshape(-1)), dim)
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
     aug = pa.ListArray.from_arrays(offsets, aug_codes, mask=mask)
-    return pa.Table.from_arrays([pa.array(ids, pa.string()), codes, aug], schema=STYLE_SCHEMA)
+    return pa.Table.from_arrays([pa.array(ids, pa.string()), codes, aug], schema=style_schema(dim))
 
 
 def style_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A table with `style` and `style_aug` -> (style [N,4096] float16,
-    style_aug [N,K,4096] float16, valid [N] bool). Null rows come back as zeros
+    """A table with `style` and `style_aug` -> (style [N,D] float16,
+    style_aug [N,K,D] float16, valid [N] bool). Null rows come back as zeros
     with valid=False; callers must drop them."""
     style_col = table.column("style").combine_chunks()
+    dim = style_col.type.list_size
     n = len(style_col)
     valid = ~np.asarray(style_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    style = np.zeros((n, STYLE_DIM), np.float16)
+    style = np.zeros((n, dim), np.float16)
     aug_col = table.column("style_aug").combine_chunks()
     lengths = aug_col.value_lengths().fill_null(0).to_numpy()
     k = int(lengths.max()) if n else 0
     if np.any(lengths[valid] != k):
         raise ValueError("style_aug rows hold different numbers of copies")
-    style_aug = np.zeros((n, k, STYLE_DIM), np.float16)
+    style_aug = np.zeros((n, k, dim), np.float16)
     if valid.any():
-        style[valid] = _values(style_col.filter(pa.array(valid))).reshape(-1, STYLE_DIM)
+        style[valid] = _values(style_col.filter(pa.array(valid))).reshape(-1, dim)
         if k:
             aug_valid = aug_col.filter(pa.array(valid))
-            style_aug[valid] = _values(aug_valid.flatten()).reshape(-1, k, STYLE_DIM)
+            style_aug[valid] = _values(aug_valid.flatten()).reshape(-1, k, dim)
     return style, style_aug, valid
 
 

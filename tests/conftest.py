@@ -27,7 +27,7 @@ TINY = {
     "model": {"depth": 2, "base_width": 8, "max_width": 32, "style_proj": 8,
               "disc_width": 8, "disc_depth": 3},
     "train": {"batch_size": 4, "max_steps": 4, "shuffle_buffer": 8, "log_every": 1,
-              "sample_every": 2, "checkpoint_every": 2},
+              "sample_every": 2, "checkpoint_every": 2, "monitor_pairs": 2},
     "evaluate": {"pairs": 4, "batch_size": 4},
 }
 

@@ -34,7 +34,7 @@ def make_pair(own=(GREEN, YELLOW), ref=(RED, BLUE), ref2=(PINK, TEAL)):
     target, _, _ = scene(*ref)
     target2, _, _ = scene(*ref2)
     return Pair(seeds=(0, 1, 2), sketch=sketch, mask=mask, own=a, reference=target.copy(),
-                target=target, reference2=target2.copy(), target2=target2)
+                target=target, reference2=target2.copy(), target2=target2, palettes=(None, None))
 
 
 def test_perfect_output_scores_zero_and_lines_are_not_scored():

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def write_dataset(cfg, n: int = 12) -> None:
     """Aligned colour/sketch/style shard sets of toon characters (every 3rd row is test)."""
     from pipeline import toon
-    from pipeline.colorize import style_encoder
+    from pipeline.featurize import encoder_for
     from pipeline.images import encode_image
     from pipeline.shards import (COLOR_SCHEMA, SKETCH_SCHEMA, content_id, pixel_sha256,
                                  shard_name, write_manifest, write_shard)
@@ -32,8 +32,7 @@ def write_dataset(cfg, n: int = 12) -> None:
     chars = [toon.generate(seed, res) for seed in range(n)]
     sketches = make_extractor(cfg.extract).extract([c.image for c in chars])
     fz = cfg.featurize
-    codes = style_encoder(fz.weights, fz.input_size, fz.seed).encode(
-        np.stack([c.image for c in chars])).numpy()
+    codes = encoder_for(fz).encode(np.stack([c.image for c in chars])).numpy()
     ids = [content_id(pixel_sha256(c.image)) for c in chars]
     colour = [{"id": i, "split": "test" if k % 3 == 0 else "train",
                "color": encode_image(c.image), "width": res, "height": res,
@@ -45,7 +44,7 @@ def write_dataset(cfg, n: int = 12) -> None:
     write_shard(shards / "color" / name, pa.Table.from_pylist(colour, schema=COLOR_SCHEMA), "color", rows)
     sk = [{"id": i, "sketch": encode_image(s)} for i, s in zip(ids, sketches)]
     write_shard(shards / "sketch" / name, pa.Table.from_pylist(sk, schema=SKETCH_SCHEMA), "sketch", rows)
-    write_shard(shards / "style" / name, style_table(ids, codes, np.zeros((n, 0, 4096))), "style", rows)
+    write_shard(shards / "style" / name, style_table(ids, codes, np.zeros((n, 0, codes.shape[1]))), "style", rows)
     for kind in ("color", "sketch", "style"):
         write_manifest(shards / kind, kind)
     (cfg.data_root / "metrics").mkdir(parents=True, exist_ok=True)

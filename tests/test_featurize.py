@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from flows.featurize import encoder_for, featurize, row_rng
+from flows.featurize import featurize
+from pipeline.featurize import encoder_for, row_rng
 from pipeline.augment import distort_for_reference
 from pipeline.shards import COLOR_SCHEMA, read_manifest, shard_name, shard_paths, write_shard
 from pipeline.style_encoder import style_arrays
@@ -168,3 +169,52 @@ def test_distortion_is_geometric_only_and_seeded():
     # Only interpolations of the two colours: no green, R + B stays 255.
     assert a[..., 1].max() == 0
     assert np.abs(a[..., 0].astype(int) + a[..., 2] - 255).max() <= 1
+
+
+def test_pooled_code_is_narrower_and_shift_tolerant(tmp_path):
+    """pooled: per-channel mean/std of five VGG19 layers (2944-d), the same for an
+    image and a circularly shifted copy of it far more than fc1 is."""
+    cfg = tiny_config(tmp_path, featurize={"code": "pooled"})
+    assert cfg.model.style_dim == 2944
+    write_colour_set(cfg.data_root, [3])
+    featurize(cfg)
+    table = pq.read_table(shard_paths(cfg.data_root / "shards" / "style")[0])
+    assert table.schema.field("style").type == pa.list_(pa.float16(), 2944)
+    img = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    img = cv2.resize(cv2.resize(img, (4, 4)), (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+    moved = np.roll(img, SIZE // 4, axis=1)
+
+    def change(code):
+        enc = encoder_for(cfg.featurize.model_copy(update={"code": code}))
+        a, b = enc.encode(np.stack([img, moved])).numpy()
+        return np.linalg.norm(a - b) / np.linalg.norm(a)
+
+    assert change("pooled") < 0.5 * change("fc1")
+
+
+def test_oracle_palette_codes_are_the_toon_palettes(tmp_path):
+    from pipeline import toon
+    from pipeline.oracle import ORACLE_DIM, palette_code
+
+    cfg = tiny_config(tmp_path, featurize={"code": "oracle_palette", "augmented_copies": 2})
+    assert cfg.model.style_dim == ORACLE_DIM == 24
+    out = cfg.data_root / "shards" / "color"
+    characters = [toon.generate(s, SIZE) for s in range(3)]
+    rows = [{"id": f"{i:016x}", "split": "train", "color": _png(c.image), "width": SIZE,
+             "height": SIZE, "source": f"toon:{i}", "sha256": "0" * 64, "mask": None,
+             "palette": c.palette.to_json()} for i, c in enumerate(characters)]
+    write_shard(out / shard_name(0), pa.Table.from_pylist(rows, schema=COLOR_SCHEMA), "color", 4,
+                fingerprint="c")
+    metrics = featurize(cfg)
+    assert metrics["style_encoder"] == "oracle" and metrics["code"] == "oracle_palette"
+    style, aug, valid = style_arrays(pq.read_table(shard_paths(cfg.data_root / "shards" / "style")[0]))
+    for i, c in enumerate(characters):
+        np.testing.assert_allclose(style[i].astype(np.float32), palette_code(c.palette), atol=2e-3)
+        assert np.array_equal(aug[i][0], style[i]) and np.array_equal(aug[i][1], style[i])
+
+
+def test_oracle_palette_refuses_rows_without_a_palette(tmp_path):
+    cfg = tiny_config(tmp_path, featurize={"code": "oracle_palette"})
+    write_colour_set(cfg.data_root, [2])  # palette column is null
+    with pytest.raises(Exception, match="oracle_palette works on toon data only"):
+        featurize(cfg)

@@ -18,7 +18,7 @@ MAX_NORMED = [0.0, 0.25, 0.5, 1.0]
 
 
 def _cfg(**kw):
-    return tiny_config(model={"style_dim": 4, **kw}).model
+    return tiny_config(model=kw).model.model_copy(update={"style_dim": 4})
 
 
 def _bce(t, p):

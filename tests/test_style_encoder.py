@@ -44,7 +44,7 @@ def _images(n=3, seed=0):
 
 
 def _reference_fc1(vgg, images: np.ndarray) -> torch.Tensor:
-    """fc1 after ReLU computed directly on the torchvision model."""
+    """fc1 before its ReLU (the paper's code) computed directly on the torchvision model."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear",
                                         align_corners=False, antialias=True)
@@ -52,7 +52,7 @@ def _reference_fc1(vgg, images: np.ndarray) -> torch.Tensor:
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         h = torch.flatten(vgg.avgpool(vgg.features((x - mean) / std)), 1)
-        return torch.relu(vgg.classifier[0](h))
+        return vgg.classifier[0](h)
 
 
 def test_local_weights_file_is_loaded(vgg_file):
@@ -90,7 +90,7 @@ def test_random_fallback_is_seeded_logged_and_leaves_global_rng(tmp_path, caplog
     assert len(lines) == 1 and "absent.pth" in lines[0].getMessage()
     images = _images(2)
     codes = a.encode(images)
-    assert (codes >= 0).all() and codes.max() > 0
+    assert (codes < 0).any() and codes.max() > 0  # fc1 before its ReLU
     assert torch.equal(random_encoder.encode(images), codes)
     assert not torch.equal(StyleEncoder(None, SIZE, seed=2).encode(images), codes)
 
@@ -147,3 +147,39 @@ def test_bf16_precision_is_close_to_fp32(random_encoder):
     assert (bf16 - fp32).abs().mean() < 0.03 * fp32.abs().mean()
     with pytest.raises(ValueError, match="precision"):
         StyleEncoder(None, SIZE, precision="fp16")
+
+
+def test_code_variants_against_torchvision(vgg_file):
+    """fc1_relu = ReLU(fc1); pooled = per-channel mean and std of relu1_2, relu2_2,
+    relu3_4, relu4_4 and relu5_4, computed here directly on the torchvision model."""
+    from pipeline.style_encoder import CODE_DIMS, POOLED_CHANNELS, POOLED_LAYERS
+
+    path, vgg = vgg_file
+    images = _images()
+    fc1 = _reference_fc1(vgg, images)
+    relu = StyleEncoder(str(path), SIZE, code="fc1_relu").encode(images)
+    torch.testing.assert_close(relu, fc1.clamp_min(0), rtol=1e-4, atol=1e-5)
+
+    pooled = StyleEncoder(str(path), SIZE, code="pooled")
+    assert pooled.fc1 is None and CODE_DIMS["pooled"] == 2 * sum(POOLED_CHANNELS)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    h = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    means, stds = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(vgg.features):
+            h = layer(h)
+            if i in POOLED_LAYERS:
+                means.append(h.mean((2, 3)))
+                stds.append(h.std((2, 3), correction=0))
+    expected = torch.cat(means + stds, 1)
+    got = pooled.encode(images)
+    assert got.shape == (3, CODE_DIMS["pooled"])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_code_is_refused():
+    with pytest.raises(ValueError, match="code must be one of"):
+        StyleEncoder(None, SIZE, code="fc2")

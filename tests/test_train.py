@@ -21,7 +21,7 @@ from pipeline.train.loader import ShardStream
 from pipeline.train.synthetic import write_fake_shards
 
 CPU = torch.device("cpu")
-KEYS = ("sketch", "color", "reference", "style")
+KEYS = ("sketch", "color", "reference", "style", "flipped")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

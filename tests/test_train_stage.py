@@ -10,6 +10,7 @@ import torch
 from conftest import tiny_config
 from pipeline.jsonio import write_json
 from pipeline.models import load_generator
+from pipeline.train.loop import cpu_has_bf16
 from pipeline.train.synthetic import write_fake_shards
 
 
@@ -20,7 +21,8 @@ def test_train_stage_end_to_end(tmp_path):
     from flows.train import train
 
     cfg = tiny_config(tmp_path, train={"max_steps": 5, "log_every": 2, "sample_every": 2,
-                                       "checkpoint_every": 2, "num_workers": 1})
+                                       "checkpoint_every": 2, "num_workers": 1,
+                                       "monitor_every": 2})
     root = cfg.data_root
     write_fake_shards(root, 24, 32, shard_rows=8, row_group_rows=4)
     write_json(root / "metrics/featurize.json", {"style_encoder": "random"})
@@ -32,7 +34,8 @@ def test_train_stage_end_to_end(tmp_path):
     assert saved == metrics
     assert metrics["steps"] == 5 and metrics["device"] == "cpu"
     assert metrics["style_encoder"] == "random" and metrics["extractor"] == "classical"
-    assert metrics["images_per_s"] > 0 and metrics["precision"] == "fp32"
+    assert metrics["images_per_s"] > 0
+    assert metrics["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     assert set(metrics["loss_final"]) >= {"g_l1", "g_guide_grey", "g_guide_colour",
                                           "g_adversarial", "d_real", "d_fake"}
     G, meta = load_generator(root / "models/generator.pt")
@@ -43,10 +46,15 @@ def test_train_stage_end_to_end(tmp_path):
     assert out.shape == (1, 3, 32, 32)
 
     curves = root / "train/dvclive/plots/metrics"
-    for name in ("loss/g_l1", "loss/d_total", "lr/g", "images_per_s"):
+    for name in ("loss/g_l1", "loss/d_total", "lr/g", "images_per_s", "monitor/swap/all",
+                 "monitor/delta_e/all", "monitor/delta_e/background", "monitor/hit_rate"):
         rows = [r.split("\t") for r in (curves / f"{name}.tsv").read_text().splitlines()]
         assert rows[0] == ["step", name.split("/")[-1]]
         assert [int(r[0]) for r in rows[1:]] == [2, 4, 5], name  # every log_every + the end
+    # The monitor's last scores are the train metrics' too.
+    assert set(metrics["monitor_final"]) >= {"swap/all", "delta_e/all", "hit_rate", "delta_e/hair"}
+    last = (curves / "monitor/delta_e/all.tsv").read_text().splitlines()[-1].split("\t")
+    assert float(last[1]) == pytest.approx(metrics["monitor_final"]["delta_e/all"])
     samples = sorted(p.name for p in (root / "train/samples").glob("*.png"))
     assert samples == ["grid_latest.png", "grid_step000001.png", "grid_step000002.png",
                        "grid_step000004.png", "grid_step000005.png"]

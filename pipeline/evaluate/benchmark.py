@@ -34,14 +34,17 @@ class Pair:
     target: np.ndarray      # A painted with B's palette
     reference2: np.ndarray  # B2's colour image
     target2: np.ndarray     # A painted with B2's palette
+    palettes: tuple         # B's and B2's toon palettes (the oracle code reads them)
 
 
-def make_pairs(count: int, seed: int, size: int, extractor, batch_size: int) -> list[Pair]:
+def make_pairs(count: int, seed: int, size: int, extractor, batch_size: int,
+               progress: bool = True) -> list[Pair]:
     """Generate the benchmark pairs; sketches extracted in batches."""
     from pipeline import toon
 
     pairs = []
-    for start in tqdm(range(0, count, batch_size), desc="benchmark pairs", unit="batch"):
+    starts = range(0, count, batch_size)
+    for start in tqdm(starts, desc="benchmark pairs", unit="batch", disable=not progress):
         chars = []
         for i in range(start, min(count, start + batch_size)):
             seeds = (seed + 3 * i, seed + 3 * i + 1, seed + 3 * i + 2)
@@ -57,18 +60,31 @@ def make_pairs(count: int, seed: int, size: int, extractor, batch_size: int) -> 
                 target=toon.rerender(a, b.palette),
                 reference2=b2.image,
                 target2=toon.rerender(a, b2.palette),
+                palettes=(b.palette, b2.palette),
             ))
     return pairs
 
 
-def paint_pairs(colorizer, pairs: list[Pair], batch_size: int) -> tuple[list, list]:
-    """Model outputs for (sketch, reference) and (sketch, reference2) of every pair."""
+def reference_codes(colorizer, pairs: list[Pair], which: int, batch_size: int) -> np.ndarray:
+    """Codes of every pair's reference (which=0) or second reference (which=1):
+    V of the image, or the true palette for an oracle_palette model."""
+    if colorizer.code == "oracle_palette":
+        return colorizer.palette_codes([p.palettes[which] for p in pairs])
+    images = [p.reference if which == 0 else p.reference2 for p in pairs]
+    return colorizer.style_codes(images, batch_size)
+
+
+def paint_pairs(colorizer, pairs: list[Pair], batch_size: int, codes=None,
+                progress: bool = True) -> tuple[list, list]:
+    """Model outputs for (sketch, reference) and (sketch, reference2) of every pair.
+    `codes` = the two references' codes when already computed (the training monitor)."""
+    codes = codes or [reference_codes(colorizer, pairs, w, batch_size) for w in (0, 1)]
     out1, out2 = [], []
-    for start in tqdm(range(0, len(pairs), batch_size), desc="benchmark model", unit="batch"):
-        chunk = pairs[start : start + batch_size]
-        sketches = np.stack([p.sketch for p in chunk])
-        for refs, outs in (([p.reference for p in chunk], out1), ([p.reference2 for p in chunk], out2)):
-            outs.extend(colorizer.paint(sketches, colorizer.style_codes(refs, batch_size)))
+    starts = range(0, len(pairs), batch_size)
+    for start in tqdm(starts, desc="benchmark model", unit="batch", disable=not progress):
+        sketches = np.stack([p.sketch for p in pairs[start : start + batch_size]])
+        for code, outs in zip(codes, (out1, out2)):
+            outs.extend(colorizer.paint(sketches, code[start : start + batch_size]))
     return out1, out2
 
 

@@ -20,7 +20,7 @@ from pipeline.jsonio import atomic_path, write_json
 from pipeline.models.generator import Generator
 
 FORMAT = "s2p-generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: style code variants, FiLM (issue 10)
 _RESERVED = {"format", "format_version", "model"}
 
 

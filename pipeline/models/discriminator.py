@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import ModelConfig
-from pipeline.models.generator import act, make_norm
+from pipeline.models.generator import act, norm_layer
 
 
 class Discriminator(nn.Module):
@@ -26,8 +26,8 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, w[0], 4, stride=2, padding=1), act()]
         for c_in, c_out in zip(w[:-1], w[1:]):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
-                       make_norm(cfg.norm, c_out), act()]
-        layers += [nn.Conv2d(w[-1], w[-1], 3, padding=1), make_norm(cfg.norm, w[-1]), act()]
+                       norm_layer(cfg.norm, c_out), act()]
+        layers += [nn.Conv2d(w[-1], w[-1], 3, padding=1), norm_layer(cfg.norm, w[-1]), act()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(w[-1], cfg.style_dim)
 

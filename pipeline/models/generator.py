@@ -4,35 +4,49 @@ Read top to bottom, `Generator.forward` is the paper's architecture figure (arXi
 
     sketch x ─ stem ─ encoder level 1 … depth ──► middle entry ──► guide decoder 1 → T(y) (grey)
                 │            │                        │
-                │ skips      │                 fusion with V(y): Linear → tile → concat → 1×1 conv
+                │ skips      │        V(y) ─ standardise ─ dense (style_proj) ─ s
+                │            │                        │                          │
+                │            │      middle blocks (+ s: concat at the entry and/or FiLM in every norm)
                 │            │                        │
-                │            │                   middle blocks ──► middle exit ──► guide decoder 2 → y (colour)
-                │            │                        │
-                └────────────┴──── decoder level depth … 1 (U-net skips) ──► to_rgb → G(x, V(y))
+                │            │                  middle exit ──► guide decoder 2 → y (colour)
+                └────────────┴──── decoder level depth … 1 (U-net skips, FiLM by s) ──► to_rgb → G(x, V(y))
+
+Where the style code enters (`model.style_inject`):
+
+- `concat` (the paper, Fig. 2: "the 4096 outputs of VGG's fc1 are regarded as global
+  style hint and added to the mid-level layers after a global normalization … we add
+  a dense 2048 layer above the fc1"): s is tiled over the middle map, concatenated with
+  it and mixed by a 1×1 conv (Iizuka et al. 2016's global fusion, the same as adding a
+  learned projection of s). Every later norm is plain, and the decoder has to carry the
+  style up through the U-net's skips: with the oracle palette as the code (the true
+  colours) this left hair at swap 0.03 after 800 CPU steps (README, conditioning check).
+- `film` (ours, the CPU default): s sets a per-channel scale and shift after every
+  normalisation of the middle blocks, the decoder levels and the output layer
+  (FiLM, Perez et al. 2018; AdaIN-like). The style reaches every resolution
+  directly, and since it is applied *after* each norm, no norm can subtract it.
+  The modulations start at zero (identity), so training starts from the plain U-net.
+- `both`: the paper's concatenation and FiLM.
 
 Choices the paper leaves open, made here (all sizes come from `ModelConfig`):
 
-- Widths: level i has min(base_width·2^i, max_width) channels; `depth` stride-2
-  downsamplings, so H and W must be multiples of 2^depth. CPU default: depth 3,
-  base 16, max 256 (1.8 M parameters, 1.6 M without the guide decoders). Paper
-  scale (256² input, 4×4 bottleneck): depth 6, base_width 64, max_width 512,
-  res_blocks 1, middle_blocks 2, style_proj 512, disc_width 64, disc_depth 5
-  (92 M, 75 M without the guides; `benchmarks/model.py` prints parameters and
-  FLOPs of both).
+- Widths: by default level i has min(base_width·2^i, max_width) channels and the
+  decoder mirrors the encoder; `encoder_widths`, `middle_width` and
+  `decoder_widths` set them explicitly (the paper profile, Fig. 2: encoder
+  16, 32, 64, 128, 256, middle 2048, decoder 512, 256, 128, 64, 16). `depth`
+  stride-2 downsamplings, so H and W must be multiples of 2^depth.
+- Standardisation ("after a global normalization"): the raw code is standardised in
+  fp32 with per-dimension mean/std of the *training split's* codes (buffers set once by
+  `train`, saved with the weights). A dimension whose std is below `style_std_floor`
+  × the median std gets that floor, and standardised values are clipped to
+  ±`style_clip`: a dimension that never varied in training has weights that never got
+  a gradient, so it must not dominate at inference.
 - Residual blocks are pre-activation (norm → act → conv, twice, plus identity;
   He et al. 2016), so every level has a clean identity path for the gradient
   (the paper's cure for the lazy middle, together with the guide decoders).
-- Activation: LeakyReLU(0.2) everywhere: no dead units, so the middle keeps
-  receiving gradient even early in training.
-- Normalisation (`model.norm`): GroupNorm by default. It does not depend on the
-  batch (batches of 4-16 per GPU are normal here), needs no SyncBatchNorm under
-  DDP and behaves the same in train() and eval(). `batch` is offered for
-  comparison (convert with SyncBatchNorm for DDP), `none` for ablations.
-- Style fusion (Iizuka et al. 2016 global-feature fusion): the raw 4096-d V(y) is
-  projected by a Linear to `style_proj` channels, tiled over the middle map,
-  concatenated with it and mixed by a 1×1 conv followed by an activation and *no*
-  normalisation: a norm straight after the fusion would subtract the per-sample
-  mean that the tiled (spatially constant) style contribution lives in.
+- Activation: LeakyReLU(0.2) everywhere: no dead units.
+- Normalisation (`model.norm`): GroupNorm by default (batch-size independent, no
+  SyncBatchNorm under DDP, the same in train() and eval()); `batch` and `none` for
+  the ablation.
 - Upsampling: nearest ×2 then a 3×3 conv (no transposed convs, no checkerboard).
 - Guide decoders: plain decoders without skips (upsample + conv + norm + act per
   level, up to full resolution, then a 3×3 conv and tanh). Having no skips, they
@@ -42,25 +56,34 @@ Choices the paper leaves open, made here (all sizes come from `ModelConfig`):
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
 from pipeline.config import ModelConfig
 
 
-def widths(cfg: ModelConfig) -> list[int]:
-    """Channel width of each U-net level, 0 (full resolution) to depth (middle)."""
-    return [min(cfg.base_width * 2**i, cfg.max_width) for i in range(cfg.depth + 1)]
+def encoder_widths(cfg: ModelConfig) -> list[int]:
+    """Channel width of each U-net level, 0 (full resolution) to depth (the middle)."""
+    enc = cfg.encoder_widths or [min(cfg.base_width * 2**i, cfg.max_width) for i in range(cfg.depth)]
+    middle = cfg.middle_width or min(cfg.base_width * 2**cfg.depth, cfg.max_width)
+    return [*enc, middle]
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
+def decoder_widths(cfg: ModelConfig) -> list[int]:
+    """Output width of each decoder level, coarsest (level depth-1) first."""
+    return cfg.decoder_widths or encoder_widths(cfg)[-2::-1]
+
+
+def norm_layer(kind: str, channels: int, affine: bool = True) -> nn.Module:
     if kind == "group":
         groups = 8
         while channels % groups:
             groups //= 2
-        return nn.GroupNorm(groups, channels)
+        return nn.GroupNorm(groups, channels, affine=affine)
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return nn.BatchNorm2d(channels, affine=affine)
     return nn.Identity()
 
 
@@ -74,8 +97,8 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, norm: str):
         super().__init__()
         self.body = nn.Sequential(
-            make_norm(norm, c_in), act(), nn.Conv2d(c_in, c_out, 3, padding=1),
-            make_norm(norm, c_out), act(), nn.Conv2d(c_out, c_out, 3, padding=1),
+            norm_layer(norm, c_in), act(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            norm_layer(norm, c_out), act(), nn.Conv2d(c_out, c_out, 3, padding=1),
         )
         self.shortcut = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
@@ -95,54 +118,99 @@ class Down(nn.Module):
         return self.blocks(self.down(x))
 
 
+class StyledNorm(nn.Module):
+    """A norm whose output is scaled and shifted per channel by the style vector s
+    (FiLM); with `film` off it is the plain affine norm."""
+
+    def __init__(self, norm: str, channels: int, style_width: int, film: bool):
+        super().__init__()
+        self.norm = norm_layer(norm, channels, affine=not film)
+        self.film = nn.Linear(style_width, 2 * channels) if film else None
+        if self.film is not None:  # identity at the start: the plain U-net
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+
+    def forward(self, h, s):
+        h = self.norm(h)
+        if self.film is None:
+            return h
+        scale, shift = self.film(s)[:, :, None, None].chunk(2, dim=1)
+        return h * (1 + scale) + shift
+
+
+class StyledResBlock(nn.Module):
+    """`ResBlock` with `StyledNorm`s."""
+
+    def __init__(self, c_in: int, c_out: int, norm: str, style_width: int, film: bool):
+        super().__init__()
+        self.norm1 = StyledNorm(norm, c_in, style_width, film)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = StyledNorm(norm, c_out, style_width, film)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.act = act()
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x, s):
+        h = self.conv1(self.act(self.norm1(x, s)))
+        h = self.conv2(self.act(self.norm2(h, s)))
+        return self.shortcut(x) + h
+
+
 class Up(nn.Module):
     """One decoder level: upsample, conv, concatenate the encoder skip, residual blocks."""
 
-    def __init__(self, c_in: int, c_out: int, blocks: int, norm: str):
+    def __init__(self, c_in: int, c_skip: int, c_out: int, blocks: int, norm: str,
+                 style_width: int, film: bool):
         super().__init__()
-        self.up = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(c_in, c_out, 3, padding=1), make_norm(norm, c_out), act(),
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.norm = StyledNorm(norm, c_out, style_width, film)
+        self.act = act()
+        self.blocks = nn.ModuleList(
+            [StyledResBlock(c_out + c_skip, c_out, norm, style_width, film)]
+            + [StyledResBlock(c_out, c_out, norm, style_width, film) for _ in range(blocks - 1)]
         )
-        self.blocks = nn.Sequential(
-            ResBlock(2 * c_out, c_out, norm),
-            *[ResBlock(c_out, c_out, norm) for _ in range(blocks - 1)],
-        )
 
-    def forward(self, x, skip):
-        return self.blocks(torch.cat([self.up(x), skip], dim=1))
+    def forward(self, x, skip, s):
+        h = torch.cat([self.act(self.norm(self.up(x), s)), skip], dim=1)
+        for block in self.blocks:
+            h = block(h, s)
+        return h
 
 
-class StyleFusion(nn.Module):
-    """Global-feature fusion of V(y) into the middle map (Iizuka et al. 2016)."""
+class StyleCode(nn.Module):
+    """V(y) → standardised (fp32, training statistics, floored std, clipped) → dense layer."""
 
-    def __init__(self, channels: int, style_dim: int, style_proj: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        # Per-dimension statistics of the training codes (set once by `train`, saved
-        # with the weights). fc1 codes of different images are highly correlated
-        # (pairwise r ~0.97 with the random-weight fallback): standardising exposes
-        # the small differences that carry the colours to the projection.
-        self.register_buffer("style_mean", torch.zeros(style_dim))
-        self.register_buffer("style_std", torch.ones(style_dim))
-        self.project = nn.Sequential(nn.Linear(style_dim, style_proj), act())
-        self.fuse = nn.Sequential(nn.Conv2d(channels + style_proj, channels, 1), act())
+        self.clip = cfg.style_clip
+        self.register_buffer("style_mean", torch.zeros(cfg.style_dim))
+        self.register_buffer("style_std", torch.ones(cfg.style_dim))
+        self.dense = nn.Sequential(nn.Linear(cfg.style_dim, cfg.style_proj), act())
 
-    def forward(self, h, style):
-        s = self.project((style - self.style_mean) / self.style_std)
-        tiled = s[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        return self.fuse(torch.cat([h, tiled], dim=1))
+    def forward(self, style: torch.Tensor) -> torch.Tensor:
+        # fp32 even under autocast: a bf16 code loses the small differences that
+        # standardising is there to expose.
+        device = style.device.type
+        plain = (torch.autocast(device, enabled=False) if device in ("cpu", "cuda")
+                 else contextlib.nullcontext())  # e.g. the model card's meta device
+        with plain:
+            z = (style.float() - self.style_mean) / self.style_std
+            z = z.clamp(-self.clip, self.clip)
+        return self.dense(z)
 
 
 class GuideDecoder(nn.Module):
     """Middle features → full-resolution image, without skips (training only)."""
 
-    def __init__(self, level_widths: list[int], out_channels: int, norm: str):
+    def __init__(self, c_middle: int, widths: list[int], out_channels: int, norm: str):
         super().__init__()
-        layers = []
-        for c_in, c_out in zip(level_widths[:0:-1], level_widths[-2::-1]):
+        layers, c_in = [], c_middle
+        for c_out in widths:
             layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(c_in, c_out, 3, padding=1), make_norm(norm, c_out), act()]
-        layers += [nn.Conv2d(level_widths[0], out_channels, 3, padding=1), nn.Tanh()]
+                       nn.Conv2d(c_in, c_out, 3, padding=1), norm_layer(norm, c_out), act()]
+            c_in = c_out
+        layers += [nn.Conv2d(c_in, out_channels, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, h):
@@ -152,32 +220,42 @@ class GuideDecoder(nn.Module):
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.style_dim is None:
+            raise ValueError("model.style_dim is unset (Config derives it from featurize.code)")
         self.cfg = cfg
-        w = widths(cfg)
+        enc, dec = encoder_widths(cfg), decoder_widths(cfg)
+        film = cfg.style_inject in ("film", "both")
+        sw = cfg.style_proj
         self.stem = nn.Sequential(
-            nn.Conv2d(1, w[0], 3, padding=1),
-            *[ResBlock(w[0], w[0], cfg.norm) for _ in range(cfg.res_blocks)],
+            nn.Conv2d(1, enc[0], 3, padding=1),
+            *[ResBlock(enc[0], enc[0], cfg.norm) for _ in range(cfg.res_blocks)],
         )
         self.encoder = nn.ModuleList(
-            Down(w[i], w[i + 1], cfg.res_blocks, cfg.norm) for i in range(cfg.depth)
+            Down(enc[i], enc[i + 1], cfg.res_blocks, cfg.norm) for i in range(cfg.depth)
         )
-        self.fusion = StyleFusion(w[-1], cfg.style_dim, cfg.style_proj)
-        self.middle = nn.Sequential(
-            *[ResBlock(w[-1], w[-1], cfg.norm) for _ in range(cfg.middle_blocks)]
+        self.style = StyleCode(cfg)
+        self.concat = (nn.Sequential(nn.Conv2d(enc[-1] + sw, enc[-1], 1), act())
+                       if cfg.style_inject in ("concat", "both") else None)
+        self.middle = nn.ModuleList(
+            StyledResBlock(enc[-1], enc[-1], cfg.norm, sw, film) for _ in range(cfg.middle_blocks)
         )
-        self.decoder = nn.ModuleList(
-            Up(w[i + 1], w[i], cfg.res_blocks, cfg.norm) for i in reversed(range(cfg.depth))
-        )
-        self.to_rgb = nn.Sequential(make_norm(cfg.norm, w[0]), act(),
-                                    nn.Conv2d(w[0], 3, 3, padding=1), nn.Tanh())
-        self.guide_grey = GuideDecoder(w, 1, cfg.norm)
-        self.guide_colour = GuideDecoder(w, 3, cfg.norm)
+        c_in, ups = enc[-1], []
+        for level, c_out in zip(reversed(range(cfg.depth)), dec):
+            ups.append(Up(c_in, enc[level], c_out, cfg.res_blocks, cfg.norm, sw, film))
+            c_in = c_out
+        self.decoder = nn.ModuleList(ups)
+        self.out_norm = StyledNorm(cfg.norm, c_in, sw, film)
+        self.to_rgb = nn.Sequential(act(), nn.Conv2d(c_in, 3, 3, padding=1), nn.Tanh())
+        self.guide_grey = GuideDecoder(enc[-1], dec, 1, cfg.norm)
+        self.guide_colour = GuideDecoder(enc[-1], dec, 3, cfg.norm)
 
     @torch.no_grad()
     def set_style_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Standardise incoming V(y) with these training-set statistics."""
-        self.fusion.style_mean.copy_(mean)
-        self.fusion.style_std.copy_(std.clamp_min(1e-4))
+        """Standardise incoming V(y) with these training-split statistics; a std
+        below `style_std_floor` × the median std is raised to it."""
+        floor = self.cfg.style_std_floor * std.float().median().clamp_min(1e-12)
+        self.style.style_mean.copy_(mean)
+        self.style.style_std.copy_(torch.maximum(std.float(), floor))
 
     def forward(self, sketch: torch.Tensor, style: torch.Tensor):
         """sketch [B,1,H,W] in [-1,1] (paper white = +1), style [B,style_dim] raw V(y)."""
@@ -193,16 +271,23 @@ class Generator(nn.Module):
         # Middle entry: what the sketch alone says; guide decoder 1 must paint T(y) from it.
         entry = h
 
-        # Middle: the style code enters, then residual blocks mix it with the features.
-        h = self.middle(self.fusion(entry, style.to(h.dtype)))
+        # The style code: standardised, then the dense layer over it.
+        s = self.style(style).to(h.dtype)
+
+        # Middle: the style enters (concatenated here and/or modulating every norm).
+        if self.concat is not None:
+            tiled = s[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+            h = self.concat(torch.cat([h, tiled], dim=1))
+        for block in self.middle:
+            h = block(h, s)
 
         # Middle exit: guide decoder 2 must paint the colour target y from it.
         exit_ = h
 
         # Decoder: paints, level by level, with the encoder's skips.
         for up, skip in zip(self.decoder, reversed(skips)):
-            h = up(h, skip)
-        out = self.to_rgb(h)
+            h = up(h, skip, s)
+        out = self.to_rgb(self.out_norm(h, s))
 
         if not self.training:
             return out
@@ -218,4 +303,3 @@ def _check_size(sketch: torch.Tensor, depth: int) -> None:
             f"sketch size {sketch.shape[2]}x{sketch.shape[3]} is not a multiple of "
             f"2**model.depth={factor}"
         )
-

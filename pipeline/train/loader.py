@@ -138,7 +138,8 @@ class ShardStream(IterableDataset):
     Each sample: sketch [1,H,W] and color [3,H,W] float32 in [-1,1] (white
     paper = +1), style [D] (the target's own V(y), for the discriminator),
     reference [D] (the generator's style input: a distorted copy's code when
-    `self_reference` is on, else `style`), and id.
+    `self_reference` is on, else `style`), flipped (whether sketch and colour
+    were mirrored: `style` is the code of the unmirrored image) and id.
     """
 
     def __init__(self, root: str | Path, split: str, *, resolution: int, crop: int = 0,
@@ -270,7 +271,7 @@ class ShardStream(IterableDataset):
         except ValueError as err:
             log.warning("%s: row %s skipped: %s", row["where"], row["id"], err)
             return None
-        color, sketch = augment_pair(color, sketch, rng, self.crop, self.flip)
+        color, sketch, flipped = augment_pair(color, sketch, rng, self.crop, self.flip)
         style = row["style"]
         if self.self_reference:
             augs = row["style_aug"]
@@ -289,6 +290,7 @@ class ShardStream(IterableDataset):
             "color": to_tensor(color),
             "style": torch.from_numpy(style.astype(np.float32)),
             "reference": torch.from_numpy(reference.astype(np.float32)),
+            "flipped": torch.tensor(flipped),
         }
 
 
@@ -330,16 +332,18 @@ def decode_pair(color_png: bytes, sketch_png: bytes,
 
 
 def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,
-                 crop: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One random crop window and one flip decision, applied to both images."""
+                 crop: int, flip: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One random crop window and one flip decision, applied to both images;
+    returns whether they were flipped (D's target is V of the unflipped image)."""
     if crop:
         h, w = sketch.shape
         y = int(rng.integers(h - crop + 1))
         x = int(rng.integers(w - crop + 1))
         color, sketch = color[y:y + crop, x:x + crop], sketch[y:y + crop, x:x + crop]
-    if flip and rng.random() < 0.5:
+    flipped = bool(flip and rng.random() < 0.5)
+    if flipped:
         color, sketch = color[:, ::-1], sketch[:, ::-1]
-    return color, sketch
+    return color, sketch, flipped
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
