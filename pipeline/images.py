@@ -50,7 +50,8 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise Rejected("cannot decode (not an image format Pillow knows)") from None
     except Exception as err:  # PIL raises many types for hostile bytes
-        raise Rejected(deterministic(f"cannot decode ({type(err).__name__}: {err})")[:200]) from None
+        why = deterministic(f"cannot decode ({type(err).__name__}: {err})")
+        raise Rejected(why[:200]) from None
     return _to_rgb(img)
 
 

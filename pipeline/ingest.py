@@ -6,7 +6,9 @@ Dask workers); de-duplication and writing happen in chunk order in the flow, so
 the output is identical however the chunks were scheduled, and a resumed run
 (completed shards kept, their hashes re-read) equals an uninterrupted one.
 Rejected inputs travel inside each shard's file metadata (`s2p.rejects`), so a
-crash never loses them; `rejects.parquet` is assembled from the shards at the end.
+crash never loses them; what the plan itself rejects (not an image, a symlinked
+folder, ...) is found again by every run's plan. `rejects.parquet` is assembled
+from both at the end: every file and archive member is a row or a reject.
 """
 from __future__ import annotations
 
@@ -156,7 +158,7 @@ def _archive_members(path: Path) -> tuple[list[Input], list[dict]]:
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error) as err:
         return [], [reject(Input(str(path)), f"unreadable archive ({_describe(err)})")]
     items, rejects = [], []
-    for name, problem in sorted(entries):
+    for name, problem in sorted(entries, key=lambda entry: entry[0]):
         item = Input(str(path), name)
         if problem:
             rejects.append(reject(item, problem))

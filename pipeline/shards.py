@@ -7,13 +7,15 @@ order, the `id` column repeated as the join key), so no stage rewrites another's
 output.
 
 Schema version 1, colour set (`COLOR_SCHEMA`):
-    id        string   first 16 hex digits of sha256 over the decoded pixels
+    id        string   first 16 hex digits of `sha256`
     split     string   train | val | test, from a hash of id (ratios in params)
     color     binary   encoded image (PNG by default)
     width     int32
     height    int32
-    source    string   original path (folder) or "toon:<seed>"
-    sha256    string   sha256 of the decoded RGB pixels (uint8, HxWx3, C order)
+    source    string   original path (folder; "archive::member"; bytes that are not
+                       UTF-8 as \\xNN escapes) or "toon:<seed>"
+    sha256    string   sha256 of the stored image's RGB pixels (uint8, HxWx3, C order),
+                       i.e. after the resize: what ingest de-duplicates on
     mask      binary   toon rows only: PNG of the uint8 part label map, else null
     palette   string   toon rows only: JSON of the part palette, else null
 

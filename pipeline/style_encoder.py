@@ -143,9 +143,10 @@ def _random_vgg(seed: int) -> nn.Module:
 def _load_vgg(path: Path) -> nn.Module:
     """torchvision VGG19 with the weights of `path`; built on the meta device and
     assigned the loaded tensors, so no time goes into a random init first."""
-    from pipeline.models.checkpoint import load_tensors
-
-    state = load_tensors(path)  # a ValueError of one line for a bad or unsafe file
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise ValueError(f"{path}: cannot read VGG19 weights ({type(err).__name__}: {err})"[:300]) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     with torch.device("meta"):

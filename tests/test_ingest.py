@@ -280,12 +280,17 @@ def test_resize_policies():
         prepare_illustration(png_bytes(colourful(1, 10, 10)), 32, "crop", 16, 0.03, 10**6)
 
 
-def test_resume_after_crash_keeps_done_shards(tmp_path, monkeypatch):
-    cfg = tiny_config(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "in")},
-                      data={"shard_rows": 3})
+def folder_of_images(tmp_path, count: int, seed: int, shard_rows: int):
+    """`count` distinct colourful PNGs in tmp_path/in, and a config that ingests them."""
     (tmp_path / "in").mkdir()
-    for i in range(10):
-        (tmp_path / "in" / f"img{i:02d}.png").write_bytes(png_bytes(colourful(100 + i)))
+    for i in range(count):
+        (tmp_path / "in" / f"img{i:02d}.png").write_bytes(png_bytes(colourful(seed + i)))
+    return tiny_config(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "in")},
+                       data={"shard_rows": shard_rows})
+
+
+def test_resume_after_crash_keeps_done_shards(tmp_path, monkeypatch):
+    cfg = folder_of_images(tmp_path, 10, seed=100, shard_rows=3)
     reference = run_ingest(cfg)
     shard_dir = cfg.data_root / "shards" / "color"
     first = {p.name: p.read_bytes() for p in shard_paths(shard_dir)}
@@ -321,12 +326,7 @@ def test_resume_after_crash_keeps_done_shards(tmp_path, monkeypatch):
 
 
 def test_changed_params_invalidate_shards(tmp_path):
-    (tmp_path / "in").mkdir()
-    for i in range(4):
-        (tmp_path / "in" / f"img{i}.png").write_bytes(png_bytes(colourful(200 + i)))
-    cfg = tiny_config(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "in")},
-                      data={"shard_rows": 2})
-    run_ingest(cfg)
+    run_ingest(folder_of_images(tmp_path, 4, seed=200, shard_rows=2))
     bigger = tiny_config(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "in")},
                          data={"shard_rows": 2, "resolution": 48})
     metrics = run_ingest(bigger)
@@ -335,11 +335,7 @@ def test_changed_params_invalidate_shards(tmp_path):
 
 
 def test_damaged_shard_and_partial_writes_are_repaired_on_resume(tmp_path):
-    (tmp_path / "in").mkdir()
-    for i in range(6):
-        (tmp_path / "in" / f"img{i}.png").write_bytes(png_bytes(colourful(300 + i)))
-    cfg = tiny_config(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "in")},
-                      data={"shard_rows": 2})
+    cfg = folder_of_images(tmp_path, 6, seed=300, shard_rows=2)
     run_ingest(cfg)
     shard_dir = cfg.data_root / "shards" / "color"
     good = {p.name: p.read_bytes() for p in shard_paths(shard_dir)}
