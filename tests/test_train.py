@@ -154,7 +154,7 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
 def test_starting_over_keeps_the_last_checkpoint_until_it_has_its_own(tmp_path, monkeypatch):
     """Changed settings start over, but the previous checkpoint is only replaced
     by the new run's first one: a new run that fails before that destroys nothing.
-    Temporary files of a killed save are removed."""
+    Temporary files of a killed save (checkpoint, export) are removed."""
     fake_data(tmp_path)
     train = {"max_steps": 2, "checkpoint_every": 2, "log_every": 1, "sample_every": 2}
     loop.train(tiny_config(tmp_path, train=train))
@@ -162,6 +162,8 @@ def test_starting_over_keeps_the_last_checkpoint_until_it_has_its_own(tmp_path, 
     first = latest.read_bytes()
     leftover = latest.with_name(".latest.pt.tmp-4242")
     leftover.write_bytes(b"half a checkpoint")
+    export_leftover = tmp_path / "data/models/.generator.pt.tmp-4243"
+    export_leftover.write_bytes(b"half an export")
 
     def failing_step(self, *args):
         raise FloatingPointError("simulated failure before the first checkpoint")
@@ -170,7 +172,8 @@ def test_starting_over_keeps_the_last_checkpoint_until_it_has_its_own(tmp_path, 
     monkeypatch.setattr(loop.Trainer, "step", failing_step)
     with pytest.raises(FloatingPointError):
         loop.train(other)
-    assert latest.read_bytes() == first and not leftover.exists()
+    assert latest.read_bytes() == first
+    assert not leftover.exists() and not export_leftover.exists()
     monkeypatch.undo()
     assert loop.train(other)["resumed_from_step"] == 0
     with pytest.raises(CheckpointMismatch):  # it now belongs to the new settings

@@ -153,11 +153,13 @@ def load_checkpoint(path: str | Path, identity: dict, map_location="cpu") -> dic
     return state
 
 
-def clean_checkpoint_dir(path: Path) -> None:
-    """Remove the temporary files a killed save left next to `path` (they would
-    change the hash of the DVC-tracked folder); the checkpoint itself stays."""
-    if path.parent.is_dir():
-        remove_partial_writes(path.parent)
+def remove_killed_saves(*paths: Path) -> None:
+    """Remove the temporary files a killed save left next to each of `paths` (the
+    checkpoint, the generator export): they would change the hash of the
+    DVC-tracked folder. The files themselves stay."""
+    for folder in {Path(p).parent for p in paths}:
+        if folder.is_dir():
+            remove_partial_writes(folder)
 
 
 def losses_to_json(window) -> list[dict[str, float]]:

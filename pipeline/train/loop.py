@@ -35,10 +35,10 @@ from pipeline.models import build_discriminator, build_generator, save_generator
 from pipeline.train import ddp
 from pipeline.train.checkpoint import (
     CheckpointMismatch,
-    clean_checkpoint_dir,
     load_checkpoint,
     losses_from_json,
     losses_to_json,
+    remove_killed_saves,
     run_identity,
     save_checkpoint,
     set_rng_state,
@@ -271,7 +271,7 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
         log.info("train: resuming from %s at step %d", paths.checkpoint, start)
     ddp.barrier()  # every rank has read the checkpoint before rank 0 touches its folder
     if d.main:
-        clean_checkpoint_dir(paths.checkpoint)
+        remove_killed_saves(paths.checkpoint, paths.generator)
         if ckpt is None:  # a mismatched checkpoint stays until this run saves its own
             for folder in (paths.samples, paths.dvclive):
                 shutil.rmtree(folder, ignore_errors=True)
