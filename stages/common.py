@@ -82,7 +82,13 @@ def stop_on_signals(stage: str) -> None:
 
 
 def _interrupt(signum, frame) -> None:
+    _record(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _record(signum: int) -> None:
+    if not _received:  # the first signal decides the exit status
+        _received.append(signum)
 
 
 def _watchdog(read_fd: int, stage: str) -> None:
@@ -95,9 +101,9 @@ def _watchdog(read_fd: int, stage: str) -> None:
         for signum in os.read(read_fd, 64):
             if signum not in EXIT_STATUS:
                 continue
-            if _received:
+            _record(signum)
+            if deadline is not None:  # a second signal
                 exit_now(_received[0])
-            _received.append(signum)
             deadline = time.monotonic() + STOP_GRACE_S
             print(f"{stage}: {signal.Signals(signum).name} received, stopping; finished shards "
                   "and checkpoints are kept, run the stage again to resume", file=sys.stderr,
