@@ -37,10 +37,15 @@ contact-sheet: $(STAMP)
 
 # Orchestration helpers (README "Scheduling and scale-out"). PREFECT_API_URL is
 # not exported globally: `make run` must work with no server running.
+# Everything binds loopback: a Dask scheduler runs the code anyone who reaches it
+# sends (README "Reliability" says how to expose one safely).
 PREFECT_PORT ?= 4200
 PREFECT_API  ?= http://127.0.0.1:$(PREFECT_PORT)/api
 DVC_REMOTE   ?= ../s2p-dvc-remote
-DASK_ADDRESS ?= tcp://127.0.0.1:8786
+DASK_HOST    ?= 127.0.0.1
+DASK_PORT    ?= 8786
+DASK_DASHBOARD_PORT ?= 8787
+DASK_ADDRESS ?= tcp://127.0.0.1:$(DASK_PORT)
 
 remote: $(STAMP)
 	scripts/dvc_remote.sh $(DVC_REMOTE)
@@ -56,7 +61,9 @@ worker: $(STAMP)
 	PREFECT_API_URL=$(PREFECT_API) S2P_REPO_DIR=$(CURDIR) $(BIN)/prefect worker start --pool s2p-process
 
 dask-scheduler: $(STAMP)
-	$(BIN)/dask scheduler --host 127.0.0.1 --port 8786
+	$(BIN)/dask scheduler --host $(DASK_HOST) --port $(DASK_PORT) \
+		--dashboard-address $(DASK_HOST):$(DASK_DASHBOARD_PORT)
 
 dask-worker: $(STAMP)
-	PREFECT_API_URL=$(PREFECT_API) $(BIN)/dask worker $(DASK_ADDRESS) --nworkers 2 --nthreads 1
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/dask worker $(DASK_ADDRESS) --nworkers 2 --nthreads 1 \
+		--host $(DASK_HOST) --dashboard-address $(DASK_HOST):0

@@ -23,6 +23,7 @@ from pipeline.config import Config, ExtractConfig
 from pipeline.shards import (
     is_complete_shard,
     make_fingerprint,
+    prepare_shard_dir,
     read_ids,
     read_manifest,
     shard_paths,
@@ -80,7 +81,7 @@ def extract_flow(cfg: Config) -> dict:
     root = cfg.data_root
     colour_dir, sketch_dir = root / "shards" / "color", root / "shards" / "sketch"
     read_manifest(colour_dir)  # the colour set must be finished
-    sketch_dir.mkdir(parents=True, exist_ok=True)
+    prepare_shard_dir(sketch_dir)
 
     # Already concrete when called through `extract`; resolved here for direct calls.
     ecfg = cfg.extract.model_copy(update={"method": resolve_method(cfg.extract, log)})
@@ -89,9 +90,9 @@ def extract_flow(cfg: Config) -> dict:
 
     colour_paths = shard_paths(colour_dir)
     names = {p.name for p in colour_paths}
-    # Shards the colour set no longer has, and temp files of a killed run, would
-    # otherwise end up inside the DVC-tracked output.
-    for stale in shard_paths(sketch_dir) + sorted(sketch_dir.glob(".shard-*.tmp-*")):
+    # Shards the colour set no longer has would otherwise end up inside the
+    # DVC-tracked output.
+    for stale in shard_paths(sketch_dir):
         if stale.name not in names:
             stale.unlink()
 

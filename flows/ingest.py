@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
+from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -11,11 +13,12 @@ from tqdm import tqdm
 
 from flows.runner import run_flow, submit_windowed
 from pipeline import ingest as ing
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.jsonio import write_json
 from pipeline.shards import (
     is_complete_shard,
     make_fingerprint,
+    prepare_shard_dir,
     shard_name,
     shard_paths,
     write_manifest,
@@ -25,12 +28,19 @@ log = logging.getLogger("s2p.ingest")
 
 
 @task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def decode_chunk(items: list[str], cfg: Config) -> ing.ChunkResult:
+def decode_chunk(items: list[ing.Input], cfg: Config) -> ing.ChunkResult:
     return ing.process_chunk(items, cfg.data, cfg.ingest)
 
 
 def ingest(cfg: Config) -> dict:
-    """Run ingest with the task runner from params; returns the metrics dict."""
+    """Run ingest with the task runner from params; returns the metrics dict.
+    A missing or unreadable ingest.folder is one line (exit 2) before any work."""
+    folder = cfg.ingest.folder
+    if cfg.ingest.source == "folder":
+        if not Path(folder).is_dir():
+            raise ConfigError(f"params.yaml: ingest.folder: {folder}: no such folder")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise ConfigError(f"params.yaml: ingest.folder: {folder}: not readable")
     return run_flow(ingest_flow, cfg, cfg.ingest.runner, "ingest")
 
 
@@ -38,13 +48,12 @@ def ingest(cfg: Config) -> dict:
 def ingest_flow(cfg: Config) -> dict:
     started = time.perf_counter()
     root = cfg.data_root
-    shard_dir = root / "shards" / "color"
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    shard_dir = prepare_shard_dir(root / "shards" / "color")
 
     if cfg.ingest.source == "toon":
-        chunks, ignored = ing.plan_toon(cfg.ingest, cfg.data.shard_rows), 0
+        chunks, planned_rejects = ing.plan_toon(cfg.ingest, cfg.data.shard_rows), []
     else:
-        chunks, ignored = ing.plan_folder(cfg.ingest.folder, cfg.data.shard_rows)
+        chunks, planned_rejects = ing.plan_folder(cfg.ingest.folder, cfg.data.shard_rows)
     log.info("ingest: %d inputs in %d chunk(s) from %s", sum(map(len, chunks)), len(chunks),
              cfg.ingest.source if cfg.ingest.source == "toon" else cfg.ingest.folder)
 
@@ -76,9 +85,9 @@ def ingest_flow(cfg: Config) -> dict:
     bar.close()
     work_seconds = time.perf_counter() - work_started
 
-    rejects = ing.write_rejects(shard_dir, root / "rejects.parquet")
+    rejects = ing.write_rejects(shard_dir, root / "rejects.parquet", planned_rejects)
     manifest = write_manifest(shard_dir, "color", {"source": cfg.ingest.source})
-    metrics = _metrics(cfg, manifest, rejects, ignored, fresh_rows, work_seconds, started)
+    metrics = _metrics(cfg, manifest, rejects, fresh_rows, work_seconds, started)
     write_json(root / "metrics" / "ingest.json", metrics)
     log.info(
         "ingest: %d images in %d shard(s), %d rejected, %.1f images/s",
@@ -87,7 +96,7 @@ def ingest_flow(cfg: Config) -> dict:
     return metrics
 
 
-def _metrics(cfg, manifest, rejects, ignored, fresh, work_seconds, started) -> dict:
+def _metrics(cfg, manifest, rejects, fresh, work_seconds, started) -> dict:
     from pipeline.shards import iter_rows
 
     splits = Counter(row["split"] for row in iter_rows([cfg.data_root / "shards" / "color"],
@@ -98,7 +107,6 @@ def _metrics(cfg, manifest, rejects, ignored, fresh, work_seconds, started) -> d
         "images": manifest["rows"],
         "rejected": len(rejects),
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "ignored_files": ignored,
         "shards": len(manifest["shards"]),
         "shard_bytes": manifest["bytes"],
         "splits": {k: splits.get(k, 0) for k in ("train", "val", "test")},

@@ -43,7 +43,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from flows.runner import DASK_ADDRESS_ENV
-from pipeline.config import ConfigError, TaskRunnerConfig, parse_config
+from pipeline.config import ConfigError, TaskRunnerConfig, load_config, parse_params_text
 from pipeline.jsonio import atomic_path
 
 ARTIFACT_KEY = "s2p-pipeline"
@@ -153,7 +153,7 @@ def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> list[str]:
     buf = io.StringIO()
     rt.dump(doc, buf)
     # Validate exactly what will be on disk, with the same loader the stages use.
-    parse_config(yaml.safe_load(buf.getvalue()), f"{params_path} (with overrides)")
+    parse_params_text(buf.getvalue(), f"{params_path} (with overrides)")
     if changes:
         with atomic_path(params_path) as tmp:
             tmp.write_text(buf.getvalue())
@@ -366,7 +366,7 @@ def pipeline_flow(
     changes = apply_overrides(root / "params.yaml", overrides or {})
     for change in changes:
         logger.info("params.yaml: %s", change)
-    cfg = parse_config(yaml.safe_load((root / "params.yaml").read_text()), "params.yaml")
+    cfg = load_config(root / "params.yaml")
     if dask_address:
         users = [
             name for name in type(cfg).model_fields

@@ -21,14 +21,7 @@ def task_runner_for(cfg: TaskRunnerConfig, key: str):
     from prefect_dask import DaskTaskRunner
 
     if cfg.kind == "local_dask":
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": cfg.workers,
-                "threads_per_worker": cfg.threads_per_worker,
-                "processes": True,
-                "dashboard_address": ":0",  # None still binds 8787
-            }
-        )
+        return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(cfg))
     address = cfg.address or os.environ.get(DASK_ADDRESS_ENV)
     if not address:
         raise ConfigError(
@@ -36,6 +29,18 @@ def task_runner_for(cfg: TaskRunnerConfig, key: str):
             "(kind dask_address needs a scheduler address)"
         )
     return DaskTaskRunner(address=address)
+
+
+def local_cluster_kwargs(cfg: TaskRunnerConfig) -> dict:
+    """A local Dask cluster reachable from this machine only: a Dask scheduler
+    runs whatever code it is sent, so nothing of it may listen on the network."""
+    return {
+        "n_workers": cfg.workers,
+        "threads_per_worker": cfg.threads_per_worker,
+        "processes": True,
+        "host": "127.0.0.1",  # scheduler and workers
+        "dashboard_address": "127.0.0.1:0",  # ":0" binds every interface; None still binds 8787
+    }
 
 
 def submit_windowed(submit: Callable, items: Iterable, window: int) -> Iterator:

@@ -29,14 +29,16 @@ def train_flow(cfg: Config) -> dict:
 
 
 def train(cfg: Config) -> dict:
-    """Stage entry: missing or unusable shards are one line and exit 2."""
+    """Stage entry: missing or unusable shards, and an unreadable checkpoint, are
+    one line and exit 2."""
     for name, stage in STAGE_OF.items():
         manifest = cfg.data_root / "shards" / name / "_manifest.json"
         if not manifest.is_file():  # checked before Prefect and torch start
             raise ConfigError(f"train: {manifest}: not found (run the {stage} stage first)")
+    from pipeline.train.checkpoint import CheckpointUnreadable
     from pipeline.train.loader import DataError
 
     try:
         return train_flow(cfg)
-    except DataError as err:
+    except (DataError, CheckpointUnreadable) as err:
         raise ConfigError(f"train: {err}") from None

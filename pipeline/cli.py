@@ -37,8 +37,8 @@ def _add_colorize(sub) -> None:
     p.add_argument("--extract", action="store_true",
                    help="the inputs are colour illustrations: extract their line art first")
     p.add_argument("--size", type=int, default=None,
-                   help="working long side in pixels (default: the trained resolution; "
-                   "0 = native size); the output always has the input's size")
+                   help="working long side in pixels, at most 4096 (default: the trained "
+                   "resolution; 0 = native size); the output always has the input's size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(handler=_colorize)
 
@@ -50,12 +50,14 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _colorize(args) -> int:
-    from pipeline.colorize import (OUTPUT_SUFFIXES, Colorizer, ColorizeError, looks_coloured,
-                                   read_rgb, to_grey, write_image)
+    from pipeline.colorize import (OUTPUT_SUFFIXES, Colorizer, ColorizeError, check_work_size,
+                                   looks_coloured, read_rgb, to_grey, write_image)
 
     src, ref, out = Path(args.input), Path(args.reference), Path(args.output)
     if args.size is not None and args.size < 0:
         raise ColorizeError(f"--size {args.size}: must be >= 0")
+    if args.size:
+        check_work_size(args.size)
     for path, what in ((src, "input"), (ref, "reference")):
         if not path.exists():
             raise ColorizeError(f"{path}: no such {what} file or folder")
@@ -93,7 +95,10 @@ def _colorize(args) -> int:
                     log.warning("%s looks like a colour image; pass --extract to take its "
                                 "line art first", path)
                 image = to_grey(image)
-            painted = colorizer.colorize(image, None, args.size, style=codes[ref_path])
+            try:
+                painted = colorizer.colorize(image, None, args.size, style=codes[ref_path])
+            except ColorizeError as err:  # too large to paint: name the input
+                raise ColorizeError(f"{path}: {err}") from None
             write_image(target, painted)
             print(f"{path} + {ref_path.name} -> {target}")
         except ColorizeError as err:

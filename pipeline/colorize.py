@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OUTPUT_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
-MAX_PIXELS = 200_000_000
+MAX_PIXELS = 100_000_000  # an input's declared width x height, checked before decoding
+# The working picture's long side (after --size). The U-net's activations grow with
+# its area (the CPU default needs about 64 bytes a pixel per layer, the paper scale
+# four times that), so a bigger picture is refused with a clear line, not painted
+# until memory runs out.
+MAX_WORK_SIDE = 4096
 
 
 class ColorizeError(RuntimeError):
@@ -242,8 +247,15 @@ class Colorizer:
         padded = np.stack([pad_to_multiple(s, self.multiple) for s in sketches])
         x = torch.from_numpy(padded).float().div(127.5).sub(1.0)[:, None].to(self.device)
         v = torch.from_numpy(np.asarray(styles, np.float32)).to(self.device)
-        with torch.inference_mode():
-            out = self.G(x, v)
+        try:
+            with torch.inference_mode():
+                out = self.G(x, v)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+            if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and \
+                    "can't allocate memory" not in str(err):
+                raise
+            raise ColorizeError(f"out of memory painting {len(sketches)} picture(s) of {w}x{h} "
+                                f"on {self.device}: try a smaller --size") from None
         out = out[:, :, :h, :w].float().clamp(-1, 1).add(1).mul(127.5).round()
         return out.byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -262,6 +274,7 @@ class Colorizer:
         """
         h, w = sketch_input.shape[:2]
         size = self.resolution if size is None else size
+        check_work_size(size or max(h, w), "the input's" if not size else None)
         work = resize_long_side(sketch_input, size) if size else sketch_input
         if work.ndim == 3:
             work = self.extract(work) if self.extractor is not None else to_grey(work)
@@ -269,6 +282,15 @@ class Colorizer:
             style = self.style_codes([self.prepare_reference(reference)])[0]
         painted = self.paint(work[None], style[None])[0]
         return resize_to(painted, h, w)
+
+
+def check_work_size(side: int, native: str | None = None) -> None:
+    """Refuse a working long side above MAX_WORK_SIDE (`native`: the size is the
+    input's own, from --size 0)."""
+    if side > MAX_WORK_SIDE:
+        what = f"{native} long side {side}" if native else f"--size {side}"
+        raise ColorizeError(f"{what}: the working size is at most {MAX_WORK_SIDE} pixels "
+                            "(pass a smaller --size; the output keeps the input's size)")
 
 
 def looks_coloured(rgb: np.ndarray) -> bool:

@@ -3,6 +3,12 @@
 Every stage takes its section of this object; nothing else reads params.yaml.
 An unknown key, a wrong type or an impossible value is rejected before any work
 starts, with one line naming the key (see `load_config`).
+
+Strict on purpose: a typo must not become a different run. Types are not
+coerced ("64", 50.0 or true for an int are errors; an int is fine for a float),
+inf and NaN are refused, and so are a duplicated key (YAML would silently keep
+the last one: a second `train:` resets the first to defaults) and an empty file
+(it would run on built-in defaults that differ from the committed params.yaml).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TaskRunnerConfig(_Section):
@@ -73,6 +79,9 @@ class IngestConfig(_Section):
     # counts as grey/monochrome and is rejected.
     min_colourfulness: float = Field(0.03, ge=0, le=1)
     max_pixels: int = Field(100_000_000, ge=1)
+    # A file or archive member larger than this is rejected before it is read
+    # (a 1 MB zip can hold a 1 GiB member): bounds ingest's memory per input.
+    max_bytes: int = Field(64 * 2**20, ge=1)
     chunks_in_flight: int = Field(4, ge=1)
     runner: TaskRunnerConfig = TaskRunnerConfig()
 
@@ -278,6 +287,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"].endswith("_type") or first["type"] == "finite_number":
+        msg = f"{msg}, got {first['input']!r}"[:200]  # e.g. "should be a valid integer, got '64'"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     # Cross-section checks have no single location; their message names the keys.
     return f"{source}: {key}: {msg}{more}" if key else f"{source}: {msg}{more}"
@@ -290,14 +301,46 @@ def parse_config(raw: dict | None, source: str = "params.yaml") -> Config:
         raise ConfigError(_format_error(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_params_text(text: str, source: str = "params.yaml") -> Config:
+    """Validate the text of a params file (see the module docstring for what is refused)."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        why = getattr(err, "problem", None) or str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML ({why}{where})") from None
+    if raw is None:
+        raise ConfigError(f"{source}: empty file (restore it, e.g. git checkout params.yaml)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    return parse_config(raw, source)
+
+
 def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return parse_config(raw, str(path))
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a params file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: unreadable ({err.strerror or err})") from None
+    return parse_params_text(text, str(path))

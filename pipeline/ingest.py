@@ -6,22 +6,27 @@ Dask workers); de-duplication and writing happen in chunk order in the flow, so
 the output is identical however the chunks were scheduled, and a resumed run
 (completed shards kept, their hashes re-read) equals an uninterrupted one.
 Rejected inputs travel inside each shard's file metadata (`s2p.rejects`), so a
-crash never loses them; `rejects.parquet` is assembled from the shards at the end.
+crash never loses them; what the plan itself rejects (not an image, a symlinked
+folder, ...) is found again by every run's plan. `rejects.parquet` is assembled
+from both at the end: every file and archive member is a row or a reject.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import DataConfig, IngestConfig
-from pipeline.images import Rejected, encode_image, prepare_illustration
+from pipeline.images import Rejected, deterministic, encode_image, prepare_illustration
 from pipeline.jsonio import atomic_path
 from pipeline.shards import (
     COLOR_SCHEMA,
@@ -35,8 +40,10 @@ from pipeline.shards import (
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-MEMBER_SEP = "::"  # "archive.zip::path/in/archive.png"
+MEMBER_SEP = "::"  # recorded as "archive.zip::path/in/archive.png"
 REJECTS_KEY = b"s2p.rejects"
+
+log = logging.getLogger("s2p.ingest")
 
 
 @dataclass
@@ -48,81 +55,181 @@ class ChunkResult:
 # ---------------------------------------------------------------- planning
 
 
-def plan_toon(cfg: IngestConfig, rows_per_shard: int) -> list[list[str]]:
-    seeds = [f"toon:{cfg.seed + i}" for i in range(cfg.toon_count)]
+class Input(NamedTuple):
+    """One thing to ingest: a file under ingest.folder, a member of an archive
+    file there, or a generated toon character. A tuple, not a "path::member"
+    string, so no file name is ever mistaken for an archive member."""
+
+    path: str = ""  # as the OS gave it: may hold bytes that are not UTF-8
+    member: str | None = None
+    toon_seed: int | None = None
+
+    @property
+    def source(self) -> str:
+        """How the input is recorded (rows' `source`, rejects' `path`)."""
+        if self.toon_seed is not None:
+            return f"toon:{self.toon_seed}"
+        path = printable(self.path)
+        return path if self.member is None else f"{path}{MEMBER_SEP}{printable(self.member)}"
+
+
+def printable(name: str) -> str:
+    """`name` as valid UTF-8, so recording it never fails: bytes of a file name
+    that are not UTF-8 (Linux allows any) become backslash escapes (\\xff)."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file system produced
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def reject(item: Input, reason: str) -> dict:
+    return {"path": item.source, "reason": reason}
+
+
+def plan_toon(cfg: IngestConfig, rows_per_shard: int) -> list[list[Input]]:
+    seeds = [Input(toon_seed=cfg.seed + i) for i in range(cfg.toon_count)]
     return _chunks(seeds, rows_per_shard)
 
 
-def plan_folder(folder: str | Path, rows_per_shard: int) -> tuple[list[list[str]], int]:
-    """Sorted list of image inputs (files and archive members), chunked.
-
-    Returns (chunks, ignored) where `ignored` counts non-image files skipped.
-    """
+def plan_folder(folder: str | Path, rows_per_shard: int) -> tuple[list[list[Input]], list[dict]]:
+    """Every file under `folder` in sorted path order: image files and the image
+    members of archives become inputs, chunked; everything else becomes a reject
+    with its reason (not an image, a symlinked or unreadable folder, a special
+    file...), so inputs + rejects account for every file and archive member."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: ingest.folder is not a directory")
-    items, ignored = [], 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = path.name.lower()
-        if name.endswith(ARCHIVE_SUFFIXES):
-            items.extend(_archive_members(path))
+    items, rejects = [], []
+    for path, problem in _walk(folder):
+        item = Input(str(path))
+        if problem:
+            rejects.append(reject(item, problem))
+        elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            members, unusable = _archive_members(path)
+            items += members
+            rejects += unusable
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            items.append(str(path))
+            items.append(item)
         else:
-            ignored += 1
-    return _chunks(items, rows_per_shard), ignored
+            rejects.append(reject(item, not_an_image(path.name)))
+    return _chunks(items, rows_per_shard), rejects
 
 
-def _archive_members(path: Path) -> list[str]:
+def not_an_image(name: str) -> str:
+    return f"not an image file (suffix {Path(name).suffix.lower() or 'none'!r})"
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
+    """(path, None) for each regular file under `folder`, depth first in sorted
+    order; (path, reason) for what cannot be ingested. Symlinked folders are not
+    followed (no cycles, nothing outside the folder); symlinked files are read."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        yield folder, f"unreadable folder ({err.strerror or type(err).__name__})"
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(path)
+            elif entry.is_symlink() and path.is_dir():
+                yield path, "symbolic link to a folder (not followed)"
+            elif entry.is_file(follow_symlinks=True):
+                yield path, None
+            elif entry.is_symlink():
+                yield path, "broken symbolic link"
+            else:
+                yield path, "not a regular file (fifo, socket or device)"
+        except OSError as err:
+            yield path, f"unreadable ({err.strerror or type(err).__name__})"
+
+
+def _archive_members(path: Path) -> tuple[list[Input], list[dict]]:
+    """(image members as inputs, rejects for the other members) of one archive."""
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
-                names = [i.filename for i in zf.infolist() if not i.is_dir()]
+                entries = [(i.filename, None) for i in zf.infolist() if not i.is_dir()]
         else:
             with tarfile.open(path) as tf:
-                names = [m.name for m in tf.getmembers() if m.isfile()]
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
-        # An unreadable archive becomes one input that fails with its reason.
-        return [str(path)]
-    keep = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES)
-    return [f"{path}{MEMBER_SEP}{n}" for n in keep]
+                entries = [(m.name, None if m.isfile() else "archive member is not a regular file")
+                           for m in tf.getmembers() if not m.isdir()]
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        return [], [reject(Input(str(path)), f"unreadable archive ({_describe(err)})")]
+    items, rejects = [], []
+    for name, problem in sorted(entries, key=lambda entry: entry[0]):
+        item = Input(str(path), name)
+        if problem:
+            rejects.append(reject(item, problem))
+        elif Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            items.append(item)
+        else:
+            rejects.append(reject(item, not_an_image(name)))
+    return items, rejects
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
+def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # ---------------------------------------------------------------- processing
 
 
-def read_input(source: str) -> bytes:
-    """Bytes of a file or of an archive member `archive::member`."""
-    if MEMBER_SEP not in source:
-        path = Path(source)
-        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
-            raise Rejected("unreadable archive")
-        return path.read_bytes()
-    archive, member = source.split(MEMBER_SEP, 1)
-    if archive.lower().endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(member)
-    with tarfile.open(archive) as tf:
-        fh = tf.extractfile(member)
-        if fh is None:
-            raise Rejected("archive member is not a regular file")
-        return fh.read()
+def read_input(item: Input, max_bytes: int) -> bytes:
+    """Bytes of a file or archive member, or `Rejected`; the size is checked
+    against `max_bytes` (ingest.max_bytes) before anything is read, and the read
+    stops there anyway (an archive may declare a false size)."""
+    if item.member is None:
+        size = os.stat(item.path).st_size
+        _check_size(size, max_bytes)
+        with open(item.path, "rb") as fh:
+            return _bounded_read(fh, max_bytes)
+    try:
+        if item.path.lower().endswith(".zip"):
+            with zipfile.ZipFile(item.path) as zf:
+                _check_size(zf.getinfo(item.member).file_size, max_bytes)
+                with zf.open(item.member) as fh:
+                    return _bounded_read(fh, max_bytes)
+        with tarfile.open(item.path) as tf:
+            info = tf.getmember(item.member)
+            _check_size(info.size, max_bytes)
+            fh = tf.extractfile(info)
+            if fh is None:
+                raise Rejected("archive member is not a regular file")
+            return _bounded_read(fh, max_bytes)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, KeyError,
+            RuntimeError, NotImplementedError) as err:  # zipfile: encrypted, unknown method
+        raise Rejected(f"unreadable archive member ({_describe(err)})") from None
 
 
-def process_chunk(items: list[str], data: DataConfig, ingest: IngestConfig) -> ChunkResult:
-    """Turn one chunk of inputs into candidate rows (not yet de-duplicated)."""
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise Rejected(f"too large ({size} bytes > ingest.max_bytes={max_bytes})")
+
+
+def _bounded_read(fh, max_bytes: int) -> bytes:
+    data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise Rejected(f"too large (more than ingest.max_bytes={max_bytes} bytes)")
+    return data
+
+
+def _describe(err: Exception) -> str:
+    return deterministic(f"{type(err).__name__}: {err}")[:160]
+
+
+def process_chunk(items: list[Input], data: DataConfig, ingest: IngestConfig) -> ChunkResult:
+    """Turn one chunk of inputs into candidate rows (not yet de-duplicated).
+    Whatever goes wrong with one input is recorded as its reject reason."""
     result = ChunkResult()
-    for source in items:
-        if source.startswith("toon:"):
-            result.rows.append(_toon_row(int(source[5:]), data))
+    for item in items:
+        if item.toon_seed is not None:
+            result.rows.append(_toon_row(item.toon_seed, data))
             continue
         try:
             pixels = prepare_illustration(
-                read_input(source),
+                read_input(item, ingest.max_bytes),
                 data.resolution,
                 ingest.resize,
                 ingest.min_size,
@@ -130,12 +237,17 @@ def process_chunk(items: list[str], data: DataConfig, ingest: IngestConfig) -> C
                 ingest.max_pixels,
             )
         except Rejected as why:
-            result.rejects.append({"path": source, "reason": str(why)})
+            result.rejects.append(reject(item, str(why)))
             continue
         except OSError as err:
-            result.rejects.append({"path": source, "reason": f"unreadable ({err.strerror or err})"})
+            result.rejects.append(reject(item, f"unreadable ({err.strerror or _describe(err)})"))
             continue
-        result.rows.append(_row(pixels, data, source))
+        except Exception as err:  # a bad file never stops the stage: record it, say so
+            log.warning("%s: unexpected %s while ingesting; rejected", item.source,
+                        type(err).__name__)
+            result.rejects.append(reject(item, f"unexpected error ({_describe(err)})"))
+            continue
+        result.rows.append(_row(pixels, data, item.source))
     return result
 
 
@@ -199,8 +311,11 @@ def seen_hashes(path: Path) -> Iterator[tuple[str, str]]:
     yield from zip(table.column("sha256").to_pylist(), table.column("source").to_pylist())
 
 
-def write_rejects(shard_dir: Path, out: Path) -> list[dict]:
-    rejects = [r for p in shard_paths(shard_dir) for r in shard_rejects(p)]
+def write_rejects(shard_dir: Path, out: Path, planned: list[dict]) -> list[dict]:
+    """rejects.parquet: the planning's rejects (`plan_folder`) and every shard's,
+    sorted by path."""
+    rejects = sorted(planned + [r for p in shard_paths(shard_dir) for r in shard_rejects(p)],
+                     key=lambda r: (r["path"], r["reason"]))
     table = pa.Table.from_pylist(
         rejects, schema=pa.schema([("path", pa.string()), ("reason", pa.string())])
     )

@@ -7,13 +7,15 @@ order, the `id` column repeated as the join key), so no stage rewrites another's
 output.
 
 Schema version 1, colour set (`COLOR_SCHEMA`):
-    id        string   first 16 hex digits of sha256 over the decoded pixels
+    id        string   first 16 hex digits of `sha256`
     split     string   train | val | test, from a hash of id (ratios in params)
     color     binary   encoded image (PNG by default)
     width     int32
     height    int32
-    source    string   original path (folder) or "toon:<seed>"
-    sha256    string   sha256 of the decoded RGB pixels (uint8, HxWx3, C order)
+    source    string   original path (folder; "archive::member"; bytes that are not
+                       UTF-8 as \\xNN escapes) or "toon:<seed>"
+    sha256    string   sha256 of the stored image's RGB pixels (uint8, HxWx3, C order),
+                       i.e. after the resize: what ingest de-duplicates on
     mask      binary   toon rows only: PNG of the uint8 part label map, else null
     palette   string   toon rows only: JSON of the part palette, else null
 
@@ -22,11 +24,19 @@ Sketch set: id, sketch (PNG, single channel). Style set: id, style
 Each file carries `s2p.schema_version` and `s2p.shard_set` in its metadata.
 Files are written to a temporary name and renamed, so a shard either exists
 complete or not at all; that is what makes every stage resumable per shard.
+A temporary file left by a killed writer is removed by the next run
+(`prepare_shard_dir`, `write_manifest`), so it never reaches DVC's hash.
+
+Each file also carries `s2p.content_sha256`: the sha256 of every byte before
+the Parquet footer (all row groups and pages) and of the file's other `s2p.*`
+metadata. A resumed stage keeps a shard only when it still matches, so bytes
+overwritten anywhere in the data are rebuilt rather than trusted.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -36,8 +46,12 @@ import pyarrow.parquet as pq
 
 from pipeline.jsonio import atomic_path, write_json
 
+log = logging.getLogger("s2p.shards")
+
 SCHEMA_VERSION = 1
 MANIFEST = "_manifest.json"
+CHECKSUM_KEY = b"s2p.content_sha256"
+PARTIAL_WRITES = ".*.tmp-*"  # the temporary names of `jsonio.atomic_path`
 
 COLOR_SCHEMA = pa.schema(
     [
@@ -107,23 +121,53 @@ def write_shard(
         }
     )
     table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=row_group_rows,
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
+        writer = pq.ParquetWriter(
+            sink,
+            table.schema,
             compression="zstd",
             use_dictionary=["id", "split", "source"] if "split" in table.column_names else ["id"],
         )
+        writer.write_table(table, row_group_size=row_group_rows)
+        # Every row group is on disk now; only the footer is still to come.
+        data = Path(tmp).read_bytes()[: sink.tell()]
+        writer.add_key_value_metadata({CHECKSUM_KEY: _content_sha256(data, meta)})
+        writer.close()
     return path
+
+
+def _content_sha256(data: bytes, metadata: dict) -> str:
+    digest = hashlib.sha256(data)
+    ours = {k: v for k, v in metadata.items() if k.startswith(b"s2p.") and k != CHECKSUM_KEY}
+    for key in sorted(ours):
+        digest.update(b"\0" + key + b"\0" + ours[key])
+    return digest.hexdigest()
+
+
+def shard_damage(path: str | Path) -> str | None:
+    """Why the shard at `path` cannot be trusted, or None when its content
+    checksum matches (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        meta = pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as err:
+        return f"unreadable ({type(err).__name__})"
+    footer = int.from_bytes(data[-8:-4], "little")  # the file ends <footer><len:4>PAR1
+    stored = (meta.metadata or {}).get(CHECKSUM_KEY)
+    if stored is None:
+        return "no content checksum (written by an older version)"
+    if _content_sha256(data[: len(data) - 8 - footer], meta.metadata).encode() != stored:
+        return "content checksum mismatch (bytes changed after it was written)"
+    return None
 
 
 def is_complete_shard(
     path: str | Path, expected_rows: int | None = None, fingerprint: str | None = None
 ) -> bool:
-    """True when `path` is a readable shard of our schema version, with the
+    """True when `path` is an undamaged shard of our schema version, with the
     expected row count and fingerprint when given (stale shards from other
-    params are not complete)."""
+    params are not complete). A damaged shard is logged; the caller rebuilds it."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -136,7 +180,31 @@ def is_complete_shard(
         return False
     if fingerprint is not None and meta.metadata.get(b"s2p.fingerprint") != fingerprint.encode():
         return False
-    return expected_rows is None or meta.num_rows == expected_rows
+    if expected_rows is not None and meta.num_rows != expected_rows:
+        return False
+    damage = shard_damage(path)
+    if damage:
+        log.warning("%s: %s; it will be rebuilt", path, damage)
+    return damage is None
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in `folder`.
+    Call it only while nothing writes there (before a stage's work, after it)."""
+    leftovers = sorted(Path(folder).glob(PARTIAL_WRITES))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers:
+        log.info("%s: removed %d temporary file(s) of an interrupted run", folder, len(leftovers))
+    return leftovers
+
+
+def prepare_shard_dir(shard_dir: str | Path) -> Path:
+    """Create a stage's output folder, without any partial write of a killed run."""
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(shard_dir)
+    return shard_dir
 
 
 def read_ids(path: str | Path) -> list[str]:
@@ -144,8 +212,11 @@ def read_ids(path: str | Path) -> list[str]:
 
 
 def write_manifest(shard_dir: str | Path, shard_set: str, extra: dict | None = None) -> dict:
-    """Summarise a finished shard set; written last, after every shard exists."""
+    """Summarise a finished shard set; written last, after every shard exists.
+    Temporary files of writers killed during the run (a Dask worker whose task
+    was retried elsewhere) are removed first: they would change DVC's hash."""
     shard_dir = Path(shard_dir)
+    remove_partial_writes(shard_dir)
     shards = []
     for path in shard_paths(shard_dir):
         meta = pq.read_metadata(path)

@@ -1,16 +1,18 @@
 """Shared entry-point plumbing for the thin DVC stage scripts.
 
-`run_stage` validates params.yaml before anything slow is imported or started,
-so a bad config fails in a second with one line naming the key.
+Stage scripts import this module first: Prefect reads its settings once, when
+it is imported, so the environment below has to be in place before then.
+
+`run_stage("flows.ingest:ingest")`
+  1. validates params.yaml before the stage's modules (Prefect, torch) are even
+     imported, so a bad config fails in a second with one line naming the key
+     (exit 2); a `ConfigError` raised by the stage itself is one line, exit 2 too;
+  2. stops within `STOP_GRACE_S` seconds of SIGINT (Ctrl-C) or SIGTERM with
+     status 130 or 143 (see `stop_on_signals`).
 """
 from __future__ import annotations
 
 import os
-import sys
-from typing import Callable
-
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.logs import setup_logging
 
 # Prefect runs offline in ephemeral mode unless PREFECT_API_URL points at a server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -18,16 +20,110 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 # The ephemeral API server can take over 20 s to start on a busy 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 
-def run_stage(body: Callable[[Config], object], params: str = "params.yaml") -> None:
+from pipeline.config import ConfigError, load_config  # noqa: E402
+from pipeline.logs import setup_logging  # noqa: E402
+
+STOP_GRACE_S = 5.0
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number
+_received: list[int] = []  # the first stop signal, once one arrived
+_exit_lock = threading.Lock()
+
+
+def run_stage(target: str, params: str = "params.yaml") -> None:
+    """Run the stage function `target` ("package.module:function") on the params."""
+    stage = target.rsplit(":", 1)[1]
     setup_logging()
+    stop_on_signals(stage)
     try:
         cfg = load_config(os.environ.get("S2P_PARAMS", params))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
+        module, function = target.split(":")
+        body = getattr(importlib.import_module(module), function)
         body(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        # Prefect has recorded the run as crashed; leave without waiting on
+        # task threads that cannot be interrupted.
+        exit_now(_received[0] if _received else signal.SIGINT)
+
+
+def stop_on_signals(stage: str) -> None:
+    """Make SIGINT and SIGTERM stop the stage promptly, whatever it is doing.
+
+    The signal raises KeyboardInterrupt in the main thread (Prefect then marks
+    the run crashed), and a watchdog thread ends the process `STOP_GRACE_S`
+    later if it is still alive: Ctrl-C reaches the temporary Prefect server
+    too, and the engine would retry the dead API for minutes, and a task
+    running in a worker thread cannot be interrupted at all. A second signal
+    ends it at once. The watchdog learns of the signal through the wakeup fd,
+    which Python writes for every handled signal, so it also fires while
+    Prefect has its own SIGTERM handler installed during a flow run.
+
+    Every shard and checkpoint is written to a temporary name and renamed, so
+    stopping anywhere leaves finished work in place and the next run resumes
+    (and removes the temporary files a hard stop leaves behind).
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in EXIT_STATUS:
+        signal.signal(signum, _interrupt)
+    threading.Thread(target=_watchdog, args=(read_fd, stage), name="s2p-stop",
+                     daemon=True).start()
+
+
+def _interrupt(signum, frame) -> None:
+    _record(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _record(signum: int) -> None:
+    if not _received:  # the first signal decides the exit status
+        _received.append(signum)
+
+
+def _watchdog(read_fd: int, stage: str) -> None:
+    deadline = None
+    while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([read_fd], [], [], timeout)
+        if not ready:  # the grace period is over
+            exit_now(_received[0])
+        for signum in os.read(read_fd, 64):
+            if signum not in EXIT_STATUS:
+                continue
+            _record(signum)
+            if deadline is not None:  # a second signal
+                exit_now(_received[0])
+            deadline = time.monotonic() + STOP_GRACE_S
+            print(f"{stage}: {signal.Signals(signum).name} received, stopping; finished shards "
+                  "and checkpoints are kept, run the stage again to resume", file=sys.stderr,
+                  flush=True)
+
+
+def exit_now(signum: int) -> None:
+    """End this process and the processes it started (the temporary Prefect
+    server, local Dask workers, torchrun) with 128 + the signal's number."""
+    import psutil
+
+    with _exit_lock:
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):  # already gone
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=2)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STATUS[signum])

@@ -155,3 +155,58 @@ def test_console_script_exit_status(workdir):
     assert proc.stderr.strip().splitlines() == [f"error: {workdir / 'nope.png'}: no such input file or folder"]
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "colorize" in proc.stdout
+
+
+def test_working_size_is_capped_before_model_load(workdir, capsys):
+    code = run(workdir / "sketch.png", "-r", workdir / "ref.jpg", "-c", workdir / "nowhere.pt",
+               "-o", workdir / "x.png", "--size", 20000)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("error: --size 20000: the working size is at most 4096 pixels")
+
+
+def test_native_size_above_the_cap_is_refused(workdir, capsys):
+    wide = workdir / "wide.png"
+    Image.fromarray(np.full((8, 4100), 255, np.uint8)).save(wide)
+    code = run(wide, "-r", workdir / "ref.jpg", "-c", workdir / "models" / "generator.pt",
+               "-o", workdir / "x.png", "--size", 0, "--device", "cpu")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"{wide}: the input's long side 4100: the working size is at most 4096" in err
+
+
+def test_out_of_memory_is_one_line(workdir, capsys, monkeypatch):
+    from pipeline.models.generator import Generator
+
+    def no_memory(self, *args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(Generator, "forward", no_memory)
+    code = run(workdir / "sketch.png", "-r", workdir / "ref.jpg", "-c",
+               workdir / "models" / "generator.pt", "-o", workdir / "x.png", "--device", "cpu")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err == (f"error: {workdir / 'sketch.png'}: out of memory painting 1 picture(s) of "
+                   "22x32 on cpu: try a smaller --size")
+
+
+def test_malicious_checkpoint_is_refused_in_one_complete_line(workdir, tmp_path, capsys):
+    import os
+
+    import torch
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    ck = tmp_path / "models"
+    shutil.copytree(workdir / "models", ck)
+    torch.save({"weight": Exploit()}, ck / "generator.pt")
+    code = run(workdir / "sketch.png", "-r", workdir / "ref.jpg", "-c", ck / "generator.pt",
+               "-o", tmp_path / "x.png", "--device", "cpu")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err == (f"error: {ck / 'generator.pt'}: refused: loading it would run Python code "
+                   "(posix.system), so it was not loaded; it may be malicious")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "x.png").exists()

@@ -1,8 +1,10 @@
 """params.yaml validation: every bad value fails early with one line naming the key."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -60,3 +62,70 @@ def test_stage_rejects_bad_params_before_work(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: params.yaml: ")
     assert "resolution=100" in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"data": {"resolution": "64"}}, "data.resolution: Input should be a valid integer, got '64'"),
+        ({"data": {"resolution": 64.0}}, "data.resolution: Input should be a valid integer, got 64.0"),
+        ({"train": {"batch_size": True}}, "train.batch_size: Input should be a valid integer, got True"),
+        ({"train": {"lr_g": float("inf")}}, "train.lr_g: Input should be a finite number, got inf"),
+        ({"train": {"max_minutes": float("nan")}}, "train.max_minutes: Input should be a finite number"),
+        ({"train": {"lr_g": "0.001"}}, "train.lr_g: Input should be a valid number, got '0.001'"),
+        ({"train": {"flip": "yes"}}, "train.flip: Input should be a valid boolean, got 'yes'"),
+        ({"train": {"amp": 1}}, "train.amp: Input should be a valid boolean, got 1"),
+        ({"ingest": {"folder": 5}}, "ingest.folder: Input should be a valid string, got 5"),
+    ],
+)
+def test_types_are_strict(raw, message):
+    """No coercion: a value that is not already the right type is a typo."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert message in str(err.value)
+
+
+def test_an_int_is_a_float_and_json_round_trips():
+    cfg = parse_config({"train": {"lr_g": 1, "max_minutes": 2}})
+    assert cfg.train.lr_g == 1.0 and isinstance(cfg.train.lr_g, float)
+    # What torchrun workers and checkpoints read back must validate too.
+    assert parse_config(json.loads(cfg.model_dump_json())) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {batch_size: 2}\ntrain: {seed: 1}\n", "duplicate key 'train' at line 2"),
+        ("data:\n  resolution: 64\n  resolution: 32\n", "duplicate key 'resolution' at line 3"),
+        ("", "empty file"),
+        ("# nothing but a comment\n", "empty file"),
+        ("- data\n", "top level must be a mapping"),
+        ("train: {lr_g: .inf}\n", "train.lr_g: Input should be a finite number"),
+        ("train: {batch_size: 1e3}\n", "train.batch_size: Input should be a valid integer, got '1e3'"),
+    ],
+)
+def test_params_text_is_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unusable_params_paths_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="is a folder, not a params file"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(b"data: {root: caf\xe9}\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 16\)"):
+        load_config(latin)
+    good = tmp_path / "params.yaml"
+    good.write_text((REPO / "params.yaml").read_text())
+
+    def unreadable(self, *args, **kwargs):  # root reads anything: pretend we are not root
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(ConfigError, match=r"params.yaml: unreadable \(Permission denied\)"):
+        load_config(good)

@@ -79,3 +79,43 @@ def test_split_is_deterministic_and_follows_ratios():
     assert splits == [shards.assign_split(i, 0.8, 0.1) for i in ids]
     share = splits.count("train") / len(ids)
     assert 0.77 < share < 0.83
+
+
+def test_overwritten_bytes_are_damage_not_a_complete_shard(tmp_path):
+    """The footer alone says nothing about the data: a byte changed inside a page
+    must make the shard incomplete (it is rebuilt), not be trusted on resume."""
+    table = pa.Table.from_pylist(color_rows(50), schema=shards.COLOR_SCHEMA)
+    path = shards.write_shard(tmp_path / "shard-00000.parquet", table, "color", 8, "fp")
+    good = path.read_bytes()
+    assert shards.shard_damage(path) is None and shards.is_complete_shard(path, 50, "fp")
+    data_end = len(good) - 8 - int.from_bytes(good[-8:-4], "little")  # where the footer starts
+    for offset in (4, data_end // 2, data_end - 1):
+        damaged = bytearray(good)
+        damaged[offset] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        assert pq.read_metadata(path).num_rows == 50  # the footer still reads fine
+        assert "checksum mismatch" in shards.shard_damage(path)
+        assert not shards.is_complete_shard(path, 50, "fp")
+    path.write_bytes(good.replace(b"fp", b"fq"))  # our metadata is covered too
+    assert not shards.is_complete_shard(path, 50, "fq")
+
+
+def test_shard_without_checksum_is_rebuilt(tmp_path):
+    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    table = table.replace_schema_metadata({b"s2p.schema_version": b"1"})
+    pq.write_table(table, tmp_path / "shard-00000.parquet")  # as an older version wrote it
+    assert "no content checksum" in shards.shard_damage(tmp_path / "shard-00000.parquet")
+    assert not shards.is_complete_shard(tmp_path / "shard-00000.parquet")
+
+
+def test_partial_writes_of_a_killed_run_are_removed(tmp_path):
+    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    shards.write_shard(tmp_path / "shard-00000.parquet", table, "color", 2)
+    left = [tmp_path / ".shard-00001.parquet.tmp-4242", tmp_path / "._manifest.json.tmp-7"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    assert shards.prepare_shard_dir(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000.parquet"]
+    left[0].write_bytes(b"a Dask worker killed mid-write")
+    shards.write_manifest(tmp_path, "color")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_manifest.json", "shard-00000.parquet"]

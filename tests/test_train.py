@@ -103,7 +103,7 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     cfg_whole = tiny_config(whole, **overrides)
     cfg_crash = tiny_config(crashed, **overrides)
 
-    loop.train(cfg_whole)
+    whole_metrics = loop.train(cfg_whole)
 
     calls = {"n": 0}
     real_step = loop.Trainer.step
@@ -123,6 +123,9 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
 
     assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 2
     assert metrics["steps_this_run"] == 4
+    # The final losses average the same (last 50, here all 6) steps as without the crash.
+    assert metrics["loss_final_window"] == whole_metrics["loss_final_window"] == 6
+    assert metrics["loss_final"] == whole_metrics["loss_final"]
     a, b = _weights(whole / "data"), _weights(crashed / "data")
     assert a["step"] == b["step"] == 6
     for part in ("G", "D"):
@@ -146,3 +149,32 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
                                    model={"style_proj": 4}))
     assert fresh["resumed_from_step"] == 0 and fresh["steps"] == 6
     shutil.rmtree(tmp_path)
+
+
+def test_starting_over_keeps_the_last_checkpoint_until_it_has_its_own(tmp_path, monkeypatch):
+    """Changed settings start over, but the previous checkpoint is only replaced
+    by the new run's first one: a new run that fails before that destroys nothing.
+    Temporary files of a killed save (checkpoint, export) are removed."""
+    fake_data(tmp_path)
+    train = {"max_steps": 2, "checkpoint_every": 2, "log_every": 1, "sample_every": 2}
+    loop.train(tiny_config(tmp_path, train=train))
+    latest = tmp_path / "data/train/checkpoints/latest.pt"
+    first = latest.read_bytes()
+    leftover = latest.with_name(".latest.pt.tmp-4242")
+    leftover.write_bytes(b"half a checkpoint")
+    export_leftover = tmp_path / "data/models/.generator.pt.tmp-4243"
+    export_leftover.write_bytes(b"half an export")
+
+    def failing_step(self, *args):
+        raise FloatingPointError("simulated failure before the first checkpoint")
+
+    other = tiny_config(tmp_path, train=train, model={"style_proj": 4})
+    monkeypatch.setattr(loop.Trainer, "step", failing_step)
+    with pytest.raises(FloatingPointError):
+        loop.train(other)
+    assert latest.read_bytes() == first
+    assert not leftover.exists() and not export_leftover.exists()
+    monkeypatch.undo()
+    assert loop.train(other)["resumed_from_step"] == 0
+    with pytest.raises(CheckpointMismatch):  # it now belongs to the new settings
+        load_checkpoint(latest, run_identity(tiny_config(tmp_path, train=train)))

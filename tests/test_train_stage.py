@@ -91,3 +91,37 @@ def test_train_stage_turns_bad_shards_into_one_line(tmp_path):
     write_fake_shards(cfg.data_root, 8, 32, dim=64)  # codes of 64, model.style_dim 4096
     with pytest.raises(ConfigError, match="shards/style.*style_dim"):
         train(cfg)
+
+
+@pytest.mark.parametrize("content", ["garbage", "malicious"])
+def test_unreadable_checkpoint_is_one_line_and_kept(tmp_path, content):
+    """A damaged or unsafe latest.pt stops train with one complete line (exit 2
+    through the stage script); the file is neither loaded nor replaced."""
+    import os
+
+    from flows.train import train
+    from pipeline.config import ConfigError
+
+    cfg = tiny_config(tmp_path)
+    write_fake_shards(cfg.data_root, 8, 32)
+    latest = cfg.data_root / "train/checkpoints/latest.pt"
+    latest.parent.mkdir(parents=True)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    if content == "garbage":
+        latest.write_bytes(b"not a checkpoint, just bytes")
+    else:
+        torch.save({"format_version": 1, "G": Exploit()}, latest)
+    before = latest.read_bytes()
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"train: {latest}: ")
+    assert message.endswith("move it away to start training over")
+    if content == "malicious":
+        assert "refused: loading it would run Python code (posix.system)" in message
+    assert latest.read_bytes() == before and not (tmp_path / "pwned").exists()
+    assert not (cfg.data_root / "models").exists()

@@ -9,6 +9,7 @@ so a checkpoint whose tensors do not fit its own config is reported, not guessed
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -86,14 +87,41 @@ def load_generator(path: str | Path, map_location="cpu") -> tuple[Generator, dic
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise CheckpointError(f"{json_path}: model.{key}: {first['msg']}") from None
-    try:
-        state = torch.load(pt_path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise CheckpointError(f"{pt_path}: cannot read ({type(err).__name__}: {err})"[:300]) from None
+    state = load_tensors(pt_path, map_location)
     G = Generator(cfg)
     _check_state(G, state, pt_path)
     G.load_state_dict(state)
     return G.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), meta
+
+
+def load_tensors(path: Path, map_location="cpu"):
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never
+    code. Any failure is a `CheckpointError` of one complete line (torch's own
+    message is a page of advice, which a cut would leave mid-warning)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise CheckpointError(f"{path}: {_load_failure(err)}") from None
+
+
+def _load_failure(err: Exception) -> str:
+    text = str(err)
+    if "Weights only load failed" not in text:
+        detail = f": {_first_sentence(text)}" if text.strip() else ""
+        return f"cannot read ({type(err).__name__}{detail})"
+    code = re.search(r"GLOBAL (\S+)", text)
+    if code:
+        return (f"refused: loading it would run Python code ({code.group(1)}), so it was not "
+                "loaded; it may be malicious")
+    # Past torch's first paragraph of advice: what the unpickler found instead.
+    found = [ln for ln in text.splitlines()[1:] if ln.strip() and "error:" not in ln
+             and not ln.startswith(("Check the documentation", "Please file"))]
+    return f"cannot read (not a file of tensors: {_first_sentence(found[0]) if found else '?'})"
+
+
+def _first_sentence(text: str) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return re.split(r"(?<=[.!?])\s", line)[0][:200]
 
 
 def _check_state(G: nn.Module, state: dict, pt_path: Path) -> None:

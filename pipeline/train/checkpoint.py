@@ -9,7 +9,10 @@ optimisation). The data loader's position is not stored: the stream is a
 function of (seed, step), see `loader.py`.
 
 Written to a temporary file and renamed, so a `kill -9` leaves either the old
-checkpoint or the new one, never half of one.
+checkpoint or the new one, never half of one (and a temporary file, which the
+next run removes). A run that starts over never deletes the previous
+checkpoint: its own first checkpoint replaces it. An unreadable checkpoint
+stops the run with one line (`CheckpointUnreadable`) instead of being replaced.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import torch
 
 from pipeline.config import Config
 from pipeline.jsonio import atomic_path
+from pipeline.models.checkpoint import CheckpointError, load_tensors
+from pipeline.shards import remove_partial_writes
 from pipeline.train.loader import shard_dirs
 
 log = logging.getLogger("s2p.train.checkpoint")
@@ -128,18 +133,41 @@ class CheckpointMismatch(ValueError):
     """A readable checkpoint from another run (other model, data or settings)."""
 
 
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that cannot be read (damaged, or refused as unsafe): one line."""
+
+
 def load_checkpoint(path: str | Path, identity: dict, map_location="cpu") -> dict:
     """The checkpoint dict; `CheckpointMismatch` when it belongs to another run,
-    ValueError naming the file when it cannot be read."""
+    `CheckpointUnreadable` naming the file when it cannot be read."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged file
-        why = f"{path}: cannot read checkpoint ({type(err).__name__}: {err})"
-        raise ValueError(why[:300]) from None
+        state = load_tensors(path, map_location)
+    except CheckpointError as err:
+        raise CheckpointUnreadable(f"{err}; move it away to start training over") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointMismatch(f"{path}: not a format-{FORMAT_VERSION} training checkpoint")
     diff = identity_diff(json.loads(state["identity"]), identity)
     if diff:
         raise CheckpointMismatch(f"{path}: trained with other settings ({diff})")
     return state
+
+
+def remove_killed_saves(*paths: Path) -> None:
+    """Remove the temporary files a killed save left next to each of `paths` (the
+    checkpoint, the generator export): they would change the hash of the
+    DVC-tracked folder. The files themselves stay."""
+    for folder in {Path(p).parent for p in paths}:
+        if folder.is_dir():
+            remove_partial_writes(folder)
+
+
+def losses_to_json(window) -> list[dict[str, float]]:
+    """The final-loss window (per-step dicts of scalar tensors) for the checkpoint's
+    summary, so a resumed run averages the same steps an uninterrupted one does."""
+    return [{k: float(v) for k, v in terms.items()} for terms in window]
+
+
+def losses_from_json(summary: dict, device) -> list[dict[str, torch.Tensor]]:
+    return [{k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in terms.items()}
+            for terms in summary.get("loss_window", [])]

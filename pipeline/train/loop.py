@@ -39,6 +39,9 @@ from pipeline.train import ddp
 from pipeline.train.checkpoint import (
     CheckpointMismatch,
     load_checkpoint,
+    losses_from_json,
+    losses_to_json,
+    remove_killed_saves,
     run_identity,
     save_checkpoint,
     set_rng_state,
@@ -284,10 +287,11 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
         start, seconds = int(ckpt["step"]), float(ckpt["seconds"])
         summary = json.loads(ckpt["summary"])
         log.info("train: resuming from %s at step %d", paths.checkpoint, start)
-    ddp.barrier()  # every rank has read the checkpoint before rank 0 may delete it
+    ddp.barrier()  # every rank has read the checkpoint before rank 0 touches its folder
     if d.main:
-        if ckpt is None:
-            for folder in (paths.samples, paths.dvclive, paths.checkpoint.parent):
+        remove_killed_saves(paths.checkpoint, paths.generator)
+        if ckpt is None:  # a mismatched checkpoint stays until this run saves its own
+            for folder in (paths.samples, paths.dvclive):
                 shutil.rmtree(folder, ignore_errors=True)
         else:
             _trim_dvclive(paths.dvclive, start + 1)
@@ -308,7 +312,7 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
     del ckpt
 
     step, window = start, []
-    recent: deque = deque(maxlen=FINAL_WINDOW)
+    recent: deque = deque(losses_from_json(summary, device), maxlen=FINAL_WINDOW)
     images = t.batch_size * d.world  # per step, all ranks together
     bar = _progress(cfg, start) if d.main else None
     batches = iter(loader)
@@ -341,7 +345,8 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
         if d.main and (step % t.checkpoint_every == 0 or done):
             rate = images * (step - start) / (time.perf_counter() - run_started)
             summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
-                       "images_per_s": rate, "monitor": watched}
+                       "images_per_s": rate, "monitor": watched,
+                       "loss_window": losses_to_json(recent)}
             save_checkpoint(paths.checkpoint, **trainer.state(), step=step, seconds=seconds,
                             cfg=cfg, identity=identity, summary=summary)
     if not d.main:
