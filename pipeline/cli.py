@@ -160,8 +160,10 @@ def _serve(args) -> int:
         app = create_app(colorizer, args.checkpoint, args.references, limits)
         print(f"s2p serve: {url(sock)} paints with {args.checkpoint} "
               f"(style encoder {colorizer.encoder.source}); Ctrl-C stops", flush=True)
-        run_server(app, sock)
-    except KeyboardInterrupt:  # uvicorn has shut down cleanly, then re-raised Ctrl-C
+        try:
+            run_server(app, sock)
+        except KeyboardInterrupt:  # uvicorn has shut down cleanly, then re-raised Ctrl-C
+            pass
         print("s2p serve: stopped", flush=True)
     finally:
         sock.close()

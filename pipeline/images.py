@@ -45,6 +45,8 @@ def decode_rgb(data: bytes, max_pixels: int, limit_name: str = "ingest.max_pixel
             img.load()
     except Rejected:
         raise
+    except Image.UnidentifiedImageError:  # its message is a BytesIO repr
+        raise Rejected("cannot decode (not a known image format)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise Rejected(f"declared size too large ({str(err).split(' exceeds')[0]})") from None
     except Exception as err:  # PIL raises many types for hostile bytes

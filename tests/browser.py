@@ -52,3 +52,11 @@ def start_chromium(profile_dir: Path, width: int = 1400, height: int = 1000):
     driver = webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
     driver.set_page_load_timeout(60)
     return driver
+
+
+def wait_for(driver, script: str, timeout_s: float = 90):
+    """Poll a JavaScript expression until it is truthy; return its value."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(
+        lambda d: d.execute_script(f"return {script};"))

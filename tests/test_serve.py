@@ -413,6 +413,7 @@ def test_console_script_serves_and_stops_on_ctrl_c(site):
         assert info["gallery"] == ["blue.jpg", "red.png"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read().strip() == "s2p serve: stopped"
         err = proc.stderr.read()
         assert "broken.png: left out of the reference gallery" in err and "Traceback" not in err
     finally:

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import require_browser, start_chromium
+from browser import require_browser, start_chromium, wait_for
 from test_serve import site, sketch_pixels  # noqa: F401 (site: the served tiny model)
-
-WAIT_S = 90
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,6 @@ def page(chromium_here, site, tmp_path):  # noqa: F811
         yield driver
     finally:
         driver.quit()
-
-
-def wait_for(driver, script: str):
-    """Poll a JavaScript expression until it is truthy; return its value."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(
-        lambda d: d.execute_script(f"return {script};"))
 
 
 def results(driver) -> list[tuple[int, int]]:

@@ -45,7 +45,8 @@ async function loadInfo() {
   const train = info.train ? `, ${info.train.steps} steps` : "";
   $("resolution").textContent = info.resolution ? `${info.resolution} px${train}` : "unknown";
   const ex = info.extractor;
-  $("extractor").textContent = `${ex.in_use} (trained with ${ex.trained_with || "unrecorded"})`;
+  $("extractor").textContent = ex.trained_with
+    ? `${ex.in_use} (trained with ${ex.trained_with})` : `${ex.in_use} (the checkpoint does not record its training extractor)`;
   const enc = info.style_encoder;
   const size = enc.settings && enc.settings.input_size ? `, ${enc.settings.input_size}² input` : "";
   $("encoder").textContent = `VGG19 fc1, ${enc.in_use} weights${size}`;
