@@ -146,7 +146,7 @@ def _serve(args) -> int:
     for name in ("max_upload_mb", "max_pixels", "max_side", "max_queue"):
         if getattr(args, name) <= 0:
             raise ColorizeError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be > 0")
-    if args.references and not Path(args.references).is_dir():
+    if args.references and not Path(args.references).is_dir():  # before the slow model load
         raise ColorizeError(f"{args.references}: no such folder (--references)")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                     max_side=args.max_side, max_queue=args.max_queue)

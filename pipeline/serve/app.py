@@ -66,7 +66,6 @@ class Upload:
 
 @dataclass
 class GalleryImage:
-    name: str
     prepared: np.ndarray  # the reference as the style encoder reads it
     thumbnail: bytes  # PNG, long side THUMBNAIL_SIDE at most
 
@@ -86,8 +85,7 @@ def load_gallery(folder: Path, colorizer, limits: Limits) -> dict[str, GalleryIm
             log.warning("%s: left out of the reference gallery (%s)", path, why)
             continue
         small = resize_long_side(rgb, THUMBNAIL_SIDE) if max(rgb.shape[:2]) > THUMBNAIL_SIDE else rgb
-        gallery[path.name] = GalleryImage(path.name, colorizer.prepare_reference(rgb),
-                                          encode_image(small))
+        gallery[path.name] = GalleryImage(colorizer.prepare_reference(rgb), encode_image(small))
     if not gallery:
         raise ColorizeError(f"{folder}: no readable PNG/JPEG images for the reference gallery")
     return gallery
