@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run   - create .venv if missing, install pinned dependencies, run `dvc repro`
-#   make test  - the same install, then the test suite
+#   make test  - the same install, then the test suite (with CI=true, also
+#                `make browser` first: the browser tests must run in CI)
 VENV    := .venv
 BIN     := $(abspath $(VENV))/bin
 STAMP   := $(VENV)/.installed
@@ -9,7 +10,7 @@ PYTHON  ?= python3
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test install lock contact-sheet remote server deploy worker dask-scheduler dask-worker
+.PHONY: run test install browser lock contact-sheet remote server deploy worker dask-scheduler dask-worker
 
 install: $(STAMP)
 
@@ -23,8 +24,22 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(STAMP) $(if $(filter true,$(CI)),browser)
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium and its matching chromedriver, for the tests that drive a real
+# browser (tests/browser.py). Installs them only when missing; needs apt-get and root
+# (or sudo). Without them those tests skip with a reason, except in CI where they fail.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "browser: $$(command -v chromium), $$(command -v chromedriver)"; \
+	else \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null && \
+	  echo "browser: installed $$(chromium --version 2>/dev/null)"; \
+	fi
 
 # Re-resolve requirements.in into requirements.lock (maintainers only).
 lock:

@@ -3,6 +3,7 @@ argparse sub-parser and a handler returning the exit status.
 
     s2p colorize SKETCH_OR_DIR --reference REF -o OUT [--checkpoint PATH]
                  [--extract] [--size N] [--device auto|cpu|cuda]
+    s2p serve [--checkpoint PATH] [--host 127.0.0.1] [--port 8000] [--references DIR]
 
 Exit status: 0 done; 1 a batch finished but some inputs failed (each named on
 stderr); 2 nothing could be done (missing/corrupt input, bad checkpoint, usage).
@@ -43,7 +44,7 @@ def _add_colorize(sub) -> None:
     p.set_defaults(handler=_colorize)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     from pipeline.colorize import IMAGE_SUFFIXES
 
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -62,8 +63,8 @@ def _colorize(args) -> int:
         if not path.exists():
             raise ColorizeError(f"{path}: no such {what} file or folder")
     batch = src.is_dir()
-    inputs = _image_files(src) if batch else [src]
-    refs = _image_files(ref) if ref.is_dir() else [ref]
+    inputs = image_files(src) if batch else [src]
+    refs = image_files(ref) if ref.is_dir() else [ref]
     if not inputs:
         raise ColorizeError(f"{src}: no PNG/JPEG images in this folder")
     if not refs:
@@ -112,7 +113,69 @@ def _colorize(args) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable] = {"colorize": _add_colorize}
+def _add_serve(sub) -> None:
+    from pipeline.serve.server import Limits
+
+    limits = Limits()
+    p = sub.add_parser(
+        "serve",
+        help="a local web page that paints sketches (offline; loopback only by default)",
+        description="Serve a page that paints an uploaded sketch in the colours of an "
+        "uploaded reference or of references from a gallery folder, one or several at once.",
+    )
+    p.add_argument("--checkpoint", "-c", default=DEFAULT_CHECKPOINT,
+                   help=f"generator.pt exported by the train stage (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; any other "
+                   "address lets others on the network use the painter, and says so)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 = any free port)")
+    p.add_argument("--references", "-r", default=None,
+                   help="a folder of reference images offered as a gallery in the page")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--max-upload-mb", type=float, default=limits.max_upload_bytes / 2**20,
+                   help="largest request body (sketch + references), MiB")
+    p.add_argument("--max-pixels", type=int, default=limits.max_pixels,
+                   help="largest declared width x height of an uploaded image")
+    p.add_argument("--max-side", type=int, default=limits.max_side,
+                   help="largest painting, long side in pixels")
+    p.add_argument("--max-queue", type=int, default=limits.max_queue,
+                   help="requests accepted at once (one painting, the others waiting); more get 503")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args) -> int:
+    from pipeline.colorize import Colorizer, ColorizeError
+    from pipeline.serve.app import create_app
+    from pipeline.serve.server import Limits, is_loopback, listen, run_server, url
+
+    for name in ("max_upload_mb", "max_pixels", "max_side", "max_queue"):
+        if getattr(args, name) <= 0:
+            raise ColorizeError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be > 0")
+    if args.references and not Path(args.references).is_dir():  # before the slow model load
+        raise ColorizeError(f"{args.references}: no such folder (--references)")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                    max_side=args.max_side, max_queue=args.max_queue)
+    sock = listen(args.host, args.port)  # a taken port fails before the slow model load
+    try:
+        if not is_loopback(args.host):
+            print(f"warning: --host {args.host} is not a loopback address: anyone who can reach "
+                  "this machine can use the painter and upload files to it (no authentication)",
+                  file=sys.stderr)
+        colorizer = Colorizer.from_checkpoint(args.checkpoint, args.device, extract=True)
+        app = create_app(colorizer, args.checkpoint, args.references, limits)
+        print(f"s2p serve: {url(sock)} paints with {args.checkpoint} "
+              f"(style encoder {colorizer.encoder.source}); Ctrl-C stops", flush=True)
+        try:
+            run_server(app, sock)
+        except KeyboardInterrupt:  # uvicorn has shut down cleanly, then re-raised Ctrl-C
+            pass
+        print("s2p serve: stopped", flush=True)
+    finally:
+        sock.close()
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable] = {"colorize": _add_colorize, "serve": _add_serve}
 
 
 def build_parser() -> argparse.ArgumentParser:

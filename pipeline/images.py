@@ -33,21 +33,23 @@ class Rejected(Exception):
     """An input that cannot become a training image; the message is the reason."""
 
 
-def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes of any common image format -> HxWx3 uint8 RGB, or `Rejected`."""
+def decode_rgb(data: bytes, max_pixels: int, limit_name: str = "ingest.max_pixels") -> np.ndarray:
+    """Bytes of any common image format -> HxWx3 uint8 RGB, or `Rejected`.
+
+    `limit_name` is the setting that `max_pixels` comes from, for the message."""
     if not data:
         raise Rejected("empty file")
     try:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > max_pixels:
-            raise Rejected(f"declared size {width}x{height} exceeds ingest.max_pixels={max_pixels}")
+            raise Rejected(f"declared size {width}x{height} exceeds {limit_name}={max_pixels}")
         if getattr(img, "n_frames", 1) > 1:
             raise Rejected(f"animated image ({img.n_frames} frames)")
         img.load()
     except Rejected:
         raise
-    except UnidentifiedImageError:
+    except UnidentifiedImageError:  # its message is a BytesIO repr
         raise Rejected("cannot decode (not an image format Pillow knows)") from None
     except Exception as err:  # PIL raises many types for hostile bytes
         why = deterministic(f"cannot decode ({type(err).__name__}: {err})")

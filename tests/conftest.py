@@ -67,6 +67,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def export_tiny_generator(root: Path, resolution: int = 32) -> Path:
+    """A randomly initialised tiny generator export, root/models/generator.pt + .json,
+    recorded as trained at `resolution` with the seeded random style encoder (so
+    load it with an empty torch hub, e.g. TORCH_HOME pointing at an empty folder)."""
+    import torch
+
+    from pipeline.models import build_generator, save_generator
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    extra = {"resolution": resolution, "style_encoder": "random",
+             "featurize": {"weights": None, "input_size": resolution, "seed": 0}}
+    return save_generator(build_generator(cfg.model), cfg.model, root / "models" / "generator.pt", extra)
+
+
 def require_samples() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip(f"{SAMPLES} is absent (only development checkouts have ../shared)")
