@@ -17,11 +17,13 @@ from pipeline.evaluate import benchmark as bench
 from pipeline.evaluate.grid import tile
 from pipeline.evaluate.real import colorize_real, placeholder_grid, skip_reason
 from pipeline.evaluate.reconstruction import evaluate_reconstruction
+from pipeline.evaluate.v1_compare import v1_compare_or_reason
 from pipeline.jsonio import read_json, write_json
 
 log = logging.getLogger("s2p.evaluate")
 
 CSV_COLUMNS = ("part", "method", "mean_delta_e", "hit_rate", "label")
+V1_CELL = 96  # the V1 outputs are 256 px; ours are painted at the trained resolution
 
 
 def evaluate(cfg: Config) -> dict:
@@ -71,6 +73,18 @@ def real_images_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict |
     return result
 
 
+@task(cache_policy=NO_CACHE)
+def v1_compare_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict | str:
+    picture, counts = v1_compare_or_reason(colorizer, cfg.evaluate.v1_outputs_dir,
+                                           V1_CELL)
+    if picture is None:
+        log.info("evaluate: V1 comparison skipped: %s", counts)
+        write_image(out_png, placeholder_grid(counts, cfg.data.resolution))
+        return f"skipped ({counts})"
+    write_image(out_png, picture)
+    return counts
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(cfg: Config) -> dict:
     from pipeline import toon
@@ -98,6 +112,7 @@ def evaluate_flow(cfg: Config) -> dict:
 
     reconstruction = reconstruction_task(cfg, colorizer)
     real = real_images_task(cfg, colorizer, out_dir / "real_grid.png")
+    v1 = v1_compare_task(cfg, colorizer, out_dir / "v1_compare.png")
 
     swap = dict(result["swap"])
     swap["per_part"] = {names[p]: v for p, v in swap["per_part"].items()}
@@ -107,6 +122,7 @@ def evaluate_flow(cfg: Config) -> dict:
         "swap": swap,
         "reconstruction": reconstruction,
         "real_images": real,
+        "v1_compare": v1,
         "pairs": len(pairs),
         "scored_parts": result["scored_parts"],
         "hit_threshold": ev.hit_threshold,

@@ -91,7 +91,7 @@ def featurize_flow(cfg: Config) -> dict:
     settings = {"style_encoder": source, "code": fcfg.code, "code_dim": lib.code_dim(fcfg),
                 "weights": str(weights_path) if weights_path and source != "oracle" else None,
                 "input_size": fcfg.input_size, "augmented_copies": fcfg.augmented_copies,
-                "seed": fcfg.seed, "precision": fcfg.precision}
+                "distortion": fcfg.distortion, "seed": fcfg.seed, "precision": fcfg.precision}
     todo, rows_total = [], 0
     for path in colour_shards:
         meta = pq.read_metadata(path)

@@ -114,6 +114,8 @@ class FeaturizeConfig(_Section):
     weights: Optional[str] = None
     input_size: int = Field(128, ge=32, le=512)
     augmented_copies: int = Field(1, ge=0, le=16)
+    # Strength of the augmented-self reference's distortion (pipeline/augment.py).
+    distortion: Literal["strong", "mild"] = "strong"
     batch_size: int = Field(32, ge=1)
     seed: int = 0
     # bf16: ~1.7x faster VGG on CPUs with AVX512-BF16/AMX, codes within ~1% of fp32.
@@ -145,6 +147,8 @@ class ModelConfig(_Section):
     style_clip: float = Field(8.0, gt=0)
     disc_width: int = Field(16, ge=4)
     disc_depth: int = Field(4, ge=2, le=8)
+    # Colour-rarity weighting of every L1 term (pipeline/losses.py); 0 = the paper's plain L1.
+    l1_balance: float = Field(0.5, ge=0, le=2)
     guide_grey_weight: float = Field(0.3, ge=0)
     guide_colour_weight: float = Field(0.9, ge=0)
     adversarial: Literal["log_likelihood", "least_squares", "dcgan"] = "log_likelihood"
@@ -206,6 +210,8 @@ class EvaluateConfig(_Section):
     hit_threshold: float = Field(10.0, gt=0)
     real_sketch_dir: Optional[str] = "../shared/samples/real/sketch"
     real_reference_dir: Optional[str] = "../shared/samples/real/color"
+    # Official Style2paints V1 outputs with their inputs, painted again by ours side by side.
+    v1_outputs_dir: Optional[str] = "../shared/samples/real/v1_outputs"
     batch_size: int = Field(16, ge=1)
     # Held-out rows scored for reconstruction (the test split can be large at scale).
     reconstruction_max_images: int = Field(512, ge=1)

@@ -104,7 +104,7 @@ def _vgg_batch(encoder, fcfg: FeaturizeConfig, ids: list[str], colours: list[byt
             for row_id, img in zip(ids, decoded):
                 if img is not None:
                     rng = row_rng(fcfg.seed, row_id)
-                    copies += [distort_for_reference(img, rng) for _ in range(k)]
+                    copies += [distort_for_reference(img, rng, fcfg.distortion) for _ in range(k)]
             aug[ok] = encode_images(encoder, copies, fcfg.batch_size).reshape(-1, k, encoder.dim)
     return style, aug, ok
 

@@ -3,9 +3,18 @@
 Generator (paper eq. 1 plus the adversarial term):
     total = |y - G|_1 + a·|T(y) - G1|_1 + b·|y - G2|_1 + λ·adversarial
 with a = model.guide_grey_weight (0.3), b = model.guide_colour_weight (0.9),
-λ = model.adversarial_weight (0.01). Every L1 is a mean over all elements, T is
-the ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B), which maps [-1,1] RGB to
-[-1,1] grey.
+λ = model.adversarial_weight (0.01). T is the ITU-R BT.601 luma (0.299 R +
+0.587 G + 0.114 B), which maps [-1,1] RGB to [-1,1] grey.
+
+Every L1 is a mean over pixels, weighted by colour rarity when
+`model.l1_balance` = p > 0 (ours; p = 0 is the paper's plain mean): a pixel
+weighs (share of the target's pixels with its colour)^-p, colours quantised to
+8 levels per channel, weights normalised to mean 1 per image. A plain mean lets
+the background (about 65% of a toon at 64 px) drown the eyes (1%) and hair (6%):
+the generator then learns the background's colour from the reference long before
+the small parts'. With p = 0.5 the oracle-palette check reached, after 400 CPU
+steps, the swap projections plain L1 reached after 1600 (README, conditioning
+check). It needs no part masks, so real illustrations get it as well.
 
 The discriminator outputs 4096 logits, one per VGG19 fc1 unit. `model.adversarial`:
 
@@ -42,6 +51,28 @@ def greyscale(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * w).sum(dim=1, keepdim=True)
 
 
+BALANCE_LEVELS = 8  # quantisation levels per channel for colour rarity
+
+
+def colour_balance(target: torch.Tensor, power: float) -> torch.Tensor:
+    """[B,1,H,W] weights, mean 1 per image: (share of the image's pixels whose
+    quantised colour equals this pixel's) ** -power. `target` [B,3,H,W] in [-1,1]."""
+    b, _, h, w = target.shape
+    levels = BALANCE_LEVELS
+    q = ((target.detach().float() + 1) * (levels / 2)).long().clamp(0, levels - 1)
+    bins = (q[:, 0] * levels + q[:, 1]) * levels + q[:, 2]
+    bins = bins + levels**3 * torch.arange(b, device=bins.device).view(b, 1, 1)
+    counts = torch.bincount(bins.flatten(), minlength=b * levels**3).float()
+    share = counts[bins].unsqueeze(1) / (h * w)
+    weights = share.pow(-power)
+    return weights / weights.mean(dim=(2, 3), keepdim=True)
+
+
+def _l1(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    err = (pred.float() - target).abs()
+    return err.mean() if weights is None else (err * weights).mean()
+
+
 def norm_style(v: torch.Tensor, kind: str = "max", scale: float = 1.0) -> torch.Tensor:
     """Map non-negative style codes [B,D] into [0, 1] (see the module docstring)."""
     v = v.float().clamp_min(0)
@@ -72,9 +103,11 @@ def generator_losses(out, guide_grey, guide_colour, target, d_fake_logits, style
     l1, guide_grey, guide_colour, adversarial (unweighted) and total (weighted).
     """
     target = target.float()
-    l1 = (out.float() - target).abs().mean()
-    g_grey = (guide_grey.float() - greyscale(target)).abs().mean()
-    g_colour = (guide_colour.float() - target).abs().mean()
+    weights = (colour_balance(target, model_cfg.l1_balance) if model_cfg.l1_balance > 0
+               else None)
+    l1 = _l1(out, target, weights)
+    g_grey = _l1(guide_grey, greyscale(target), weights)
+    g_colour = _l1(guide_colour, target, weights)
     kind = model_cfg.adversarial
     logits = d_fake_logits.float()
     if kind == "dcgan":

@@ -67,19 +67,33 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def tiny_generator(model_cfg, seed: int = 0):
+    """A randomly initialised generator whose output depends on the style code, as a
+    trained one's does: FiLM starts as the identity, so its weights are drawn here."""
+    import torch
+
+    from pipeline.models import build_generator
+
+    torch.manual_seed(seed)
+    G = build_generator(model_cfg)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if ".film." in name:
+                p.normal_(0, 0.2)
+    return G
+
+
 def export_tiny_generator(root: Path, resolution: int = 32) -> Path:
     """A randomly initialised tiny generator export, root/models/generator.pt + .json,
     recorded as trained at `resolution` with the seeded random style encoder (so
     load it with an empty torch hub, e.g. TORCH_HOME pointing at an empty folder)."""
-    import torch
-
-    from pipeline.models import build_generator, save_generator
+    from pipeline.models import save_generator
 
     cfg = tiny_config()
-    torch.manual_seed(0)
     extra = {"resolution": resolution, "style_encoder": "random",
              "featurize": {"weights": None, "input_size": resolution, "seed": 0}}
-    return save_generator(build_generator(cfg.model), cfg.model, root / "models" / "generator.pt", extra)
+    return save_generator(tiny_generator(cfg.model), cfg.model, root / "models" / "generator.pt",
+                          extra)
 
 
 def require_samples() -> Path:

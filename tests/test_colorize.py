@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_generator
 from pipeline.cli import main
 from pipeline.colorize import pad_to_multiple
 
@@ -20,17 +20,14 @@ RES = 32  # tiny_config's data.resolution; model depth 2 -> multiples of 4
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A tiny randomly initialised generator export plus sketch/reference images."""
-    import torch
-
-    from pipeline.models import build_generator, save_generator
+    from pipeline.models import save_generator
 
     root = tmp_path_factory.mktemp("colorize")
     with pytest.MonkeyPatch.context() as mp:
         # An empty torch hub: the style encoder is the seeded random fallback, as recorded.
         mp.setenv("TORCH_HOME", str(root / "torch-home"))
         cfg = tiny_config()
-        torch.manual_seed(0)
-        G = build_generator(cfg.model)
+        G = tiny_generator(cfg.model)
         extra = {"resolution": RES, "style_encoder": "random",
                  "featurize": {"weights": None, "input_size": RES, "seed": 0}}
         save_generator(G, cfg.model, root / "models" / "generator.pt", extra)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, tiny_generator
 
 pytestmark = pytest.mark.slow
 # The ephemeral Prefect API starts in a subprocess; a busy 2-core machine needs longer.
@@ -52,14 +52,13 @@ def write_dataset(cfg, n: int = 12) -> None:
 
 
 def save_tiny_generator(cfg) -> None:
-    import torch
+    from pipeline.models import save_generator
 
-    from pipeline.models import build_generator, save_generator
-
-    torch.manual_seed(0)
     extra = {"resolution": cfg.data.resolution, "style_encoder": "random",
-             "featurize": cfg.featurize.model_dump(include={"weights", "input_size", "seed"})}
-    save_generator(build_generator(cfg.model), cfg.model, cfg.data_root / "models" / "generator.pt", extra)
+             "featurize": cfg.featurize.model_dump(include={"code", "weights", "input_size",
+                                                            "seed", "precision"})}
+    save_generator(tiny_generator(cfg.model), cfg.model, cfg.data_root / "models" / "generator.pt",
+                   extra)
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,29 @@ def test_adversarial_gradient_reaches_the_generator_output():
                               _cfg(adversarial_weight=1.0))
     losses["adversarial"].backward()
     assert out.grad.abs().sum() > 0
+
+
+def test_colour_balance_weighs_rare_colours_up_and_keeps_mean_one():
+    from pipeline.losses import colour_balance
+
+    target = torch.full((2, 3, 10, 10), 0.9)  # white background
+    target[0, :, :1, :4] = -0.9                # 4 dark pixels: 4% of image 0
+    target[1, :, :5, :] = torch.tensor([0.9, -0.9, -0.9]).view(3, 1, 1)  # half red
+    w = colour_balance(target, 0.5)
+    assert w.shape == (2, 1, 10, 10)
+    torch.testing.assert_close(w.mean(dim=(2, 3)), torch.ones(2, 1))
+    # weight ∝ share^-0.5: dark (0.04) vs white (0.96) in image 0
+    ratio = float(w[0, 0, 0, 0] / w[0, 0, 9, 9])
+    assert ratio == pytest.approx((0.96 / 0.04) ** 0.5, rel=1e-5)
+    assert torch.allclose(w[1], torch.ones_like(w[1]))  # two colours of equal area
+
+
+def test_l1_balance_zero_is_the_plain_mean():
+    torch.manual_seed(0)
+    out, target = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 8, 8) * 2 - 1
+    grey, colour = torch.rand(2, 1, 8, 8), torch.rand(2, 3, 8, 8)
+    fake, style = torch.zeros(2, 4), torch.rand(2, 4)
+    plain = generator_losses(out, grey, colour, target, fake, style, _cfg(l1_balance=0.0))
+    assert plain["l1"] == pytest.approx(float((out - target).abs().mean()))
+    balanced = generator_losses(out, grey, colour, target, fake, style, _cfg(l1_balance=0.5))
+    assert float(balanced["l1"]) != pytest.approx(float(plain["l1"]))
