@@ -101,15 +101,17 @@ class ExtractConfig(_Section):
     runner: TaskRunnerConfig = TaskRunnerConfig()
 
 
-STYLE_CODE_DIMS = {"fc1": 4096, "fc1_relu": 4096, "pooled": 2944, "oracle_palette": 24}
+STYLE_CODE_DIMS = {"fc1": 4096, "fc1_relu": 4096, "pooled": 2944, "bands": 4416,
+                   "oracle_palette": 24}
 
 
 class FeaturizeConfig(_Section):
     # What V(y) is (pipeline/style_encoder.py): fc1 (the paper: VGG19 fc1 before
     # its ReLU), fc1_relu, pooled (ours: per-channel mean/std of five VGG19 layers,
-    # translation-invariant), or oracle_palette (a diagnostic: the toon's true
-    # palette, toon data only; pipeline/oracle.py).
-    code: Literal["fc1", "fc1_relu", "pooled", "oracle_palette"] = "fc1"
+    # translation-invariant), bands (ours: their means over three horizontal
+    # bands), or oracle_palette (a diagnostic: the toon's true palette, toon data
+    # only; pipeline/oracle.py).
+    code: Literal["fc1", "fc1_relu", "pooled", "bands", "oracle_palette"] = "fc1"
     # ImageNet VGG19 weights; null = torch hub cache location, else seeded random.
     weights: Optional[str] = None
     input_size: int = Field(128, ge=32, le=512)

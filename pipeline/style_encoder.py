@@ -12,6 +12,10 @@
   of relu1_2, relu2_2, relu3_4, relu4_4 and relu5_4 (64+128+256+512+512 channels,
   2944-d). Translation-invariant, like the official V1 *server*, which fed
   globally pooled GoogLeNet features into the generator; fc1 is never computed.
+- `bands` (ours): per-channel means of the same five layers over three
+  horizontal bands (top, middle and bottom third; 4416-d). Invariant to left-right
+  shifts and mirroring, but it keeps where colours sit vertically (hair above
+  the garments in an upright character).
 The discriminator's [0, 1] target is derived from any of them by `losses.norm_style`.
 
 Always in eval mode, no parameter requires grad, forward under no_grad; ImageNet
@@ -55,7 +59,8 @@ POOLED_LAYERS = (3, 8, 17, 26, 35)
 POOLED_CHANNELS = (64, 128, 256, 512, 512)
 # The VGG codes (config.STYLE_CODE_DIMS also lists the oracle's; a test checks
 # that pooled's width is 2 * sum(POOLED_CHANNELS)).
-CODE_DIMS = {code: STYLE_CODE_DIMS[code] for code in ("fc1", "fc1_relu", "pooled")}
+CODE_DIMS = {code: STYLE_CODE_DIMS[code] for code in ("fc1", "fc1_relu", "pooled", "bands")}
+BANDS = 3
 
 
 def hub_weights_path() -> Path:
@@ -86,7 +91,7 @@ class StyleEncoder(nn.Module):
         self.dim = CODE_DIMS[code]
         path = resolve_weights(weights)
         if path is None:
-            vgg = _random_vgg(seed, with_fc1=code != "pooled")
+            vgg = _random_vgg(seed, with_fc1=code.startswith("fc1"))
             self.source = "random"
             self.weights_path = None
             log.warning(
@@ -105,7 +110,7 @@ class StyleEncoder(nn.Module):
         # (103 M parameters) and no conv after relu5_4's block end.
         self.features = vgg.features.to(memory_format=torch.channels_last)  # ~1.4x on CPU
         self.avgpool = vgg.avgpool
-        self.fc1 = vgg.classifier[0] if code != "pooled" else None
+        self.fc1 = vgg.classifier[0] if code.startswith("fc1") else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -125,20 +130,25 @@ class StyleEncoder(nn.Module):
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            if self.code == "pooled":
+            if self.fc1 is None:
                 return self._pooled(x)
             fc1 = self.fc1(torch.flatten(self.avgpool(self.features(x)), 1)).float()
         return fc1.clamp_min(0) if self.code == "fc1_relu" else fc1
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
-        means, stds = [], []
+        """`pooled` or `bands`: statistics of the five block-end ReLUs."""
+        parts, stds = [], []
         for i, layer in enumerate(self.features[: POOLED_LAYERS[-1] + 1]):
             x = layer(x)
-            if i in POOLED_LAYERS:
-                flat = x.float().flatten(2)
-                means.append(flat.mean(2))
-                stds.append(flat.std(2, correction=0))
-        return torch.cat(means + stds, dim=1)
+            if i not in POOLED_LAYERS:
+                continue
+            h = x.float()
+            if self.code == "bands":
+                parts.append(F.adaptive_avg_pool2d(h, (BANDS, 1)).flatten(1))
+            else:
+                parts.append(h.flatten(2).mean(2))
+                stds.append(h.flatten(2).std(2, correction=0))
+        return torch.cat(parts + stds, dim=1)
 
     def encode(self, images) -> torch.Tensor:
         """uint8 NHWC numpy (or a list of HxWx3 uint8) or float [B,3,H,W] in [0,1] -> [B, dim]."""

@@ -167,17 +167,23 @@ def test_code_variants_against_torchvision(vgg_file):
                                         align_corners=False, antialias=True)
     h = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    means, stds = [], []
+    means, stds, thirds = [], [], []
     with torch.no_grad():
         for i, layer in enumerate(vgg.features):
             h = layer(h)
             if i in POOLED_LAYERS:
                 means.append(h.mean((2, 3)))
                 stds.append(h.std((2, 3), correction=0))
+                thirds.append(torch.nn.functional.adaptive_avg_pool2d(h, (3, 1)).flatten(1))
     expected = torch.cat(means + stds, 1)
     got = pooled.encode(images)
     assert got.shape == (3, CODE_DIMS["pooled"])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    # bands: the means of the top, middle and bottom third of the same layers.
+    bands = StyleEncoder(str(path), SIZE, code="bands").encode(images)
+    assert bands.shape == (3, CODE_DIMS["bands"]) == (3, 3 * sum(POOLED_CHANNELS))
+    torch.testing.assert_close(bands, torch.cat(thirds, 1), rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_code_is_refused():

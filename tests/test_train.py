@@ -178,3 +178,49 @@ def test_starting_over_keeps_the_last_checkpoint_until_it_has_its_own(tmp_path, 
     assert loop.train(other)["resumed_from_step"] == 0
     with pytest.raises(CheckpointMismatch):  # it now belongs to the new settings
         load_checkpoint(latest, run_identity(tiny_config(tmp_path, train=train)))
+
+
+def test_style_statistics_use_the_train_split_only(tmp_path):
+    """val/test codes must not leak into the model's standardisation."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pipeline.shards import shard_paths
+    from pipeline.style_encoder import style_arrays
+
+    rows = fake_data(tmp_path, rows=40, dim=16)
+    splits = {r["id"]: r["split"] for r in rows}
+    assert {"train", "val", "test"} <= set(splits.values()) or len(set(splits.values())) > 1
+    train_codes, all_codes = [], []
+    for path in shard_paths(tmp_path / "data/shards/style"):
+        table = pq.read_table(path)
+        style, aug, _ = style_arrays(table)
+        for i, row_id in enumerate(table.column("id").to_pylist()):
+            codes = [style[i], *aug[i]]
+            all_codes += codes
+            if splits[row_id] == "train":
+                train_codes += codes
+    mean, std = loop.style_statistics(tmp_path / "data", 16)
+    expected = torch.from_numpy(np.stack(train_codes).astype(np.float32))
+    torch.testing.assert_close(mean, expected.mean(0))
+    torch.testing.assert_close(std, expected.std(0))
+    everything = torch.from_numpy(np.stack(all_codes).astype(np.float32))
+    assert not torch.allclose(mean, everything.mean(0))
+
+
+def test_discriminator_sees_flipped_samples_mirrored_back(tmp_path):
+    """D's target is V of the unflipped image: a flipped sample reaches D unflipped."""
+    cfg = tiny_config(tmp_path)
+    fake_data(tmp_path)
+    loop.seed_everything(0, CPU)
+    trainer = loop.Trainer(cfg, CPU)
+    sketch, color, reference, style, _ = trainer.to_device(fixed_batch(cfg))
+    flipped = torch.tensor([True, False, True, False])
+    seen = []
+    real_forward = trainer.d_model.forward
+    trainer.d_model.forward = lambda img: seen.append(img.detach().clone()) or real_forward(img)
+    trainer.step(sketch, color, reference, style, flipped)
+    real = seen[0][: len(color)]
+    torch.testing.assert_close(real[0], color[0].flip(-1))
+    torch.testing.assert_close(real[1], color[1])
+    torch.testing.assert_close(real[2], color[2].flip(-1))
