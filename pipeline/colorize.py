@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import ExtractConfig, FeaturizeConfig
-from pipeline.images import Rejected, chroma, decode_rgb, fit_to_square
+from pipeline.images import Rejected, chroma, decode_rgb, fit_to_square, resize_long_side
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,6 @@ def pad_to_multiple(img: np.ndarray, multiple: int, fill: int = 255) -> np.ndarr
         return img
     pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
     return np.pad(img, pad, mode="constant", constant_values=fill)
-
-
-def resize_long_side(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    if scale == 1:
-        return img
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
 def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -12,13 +12,17 @@ the last one: a second `train:` resets the first to defaults) and an empty file
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.layout import Layout
+
 DEFAULT_PARAMS = Path("params.yaml")
+DASK_ADDRESS_ENV = "S2P_DASK_ADDRESS"
 
 
 class ConfigError(ValueError):
@@ -42,6 +46,17 @@ class TaskRunnerConfig(_Section):
     workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     address: Optional[str] = None
+
+
+def dask_address(cfg: TaskRunnerConfig, key: str) -> str:
+    """The scheduler of a `dask_address` runner; `key` names the params section."""
+    address = cfg.address or os.environ.get(DASK_ADDRESS_ENV)
+    if not address:
+        raise ConfigError(
+            f"params.yaml: {key}.runner.address: null and ${DASK_ADDRESS_ENV} is not set "
+            "(kind dask_address needs a scheduler address)"
+        )
+    return address
 
 
 class SplitRatios(_Section):
@@ -285,6 +300,11 @@ class Config(_Section):
     @property
     def data_root(self) -> Path:
         return Path(self.data.root)
+
+    @property
+    def layout(self) -> Layout:
+        """Where each output lives under data.root (pipeline/layout.py)."""
+        return Layout(self.data.root)
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.augment import distort_for_reference
-from pipeline.config import STYLE_CODE_DIMS, FeaturizeConfig
+from pipeline.config import STYLE_CODE_DIMS, Config, ConfigError, FeaturizeConfig, dask_address
 from pipeline.images import decode_stored
-from pipeline.shards import write_shard
+from pipeline.shards import shard_paths, style_table, write_shard
 
 log = logging.getLogger("s2p.featurize")
 
@@ -56,6 +56,29 @@ def encoder_source(fcfg: FeaturizeConfig) -> str:
     if fcfg.code == "oracle_palette":
         return "oracle"
     return "random" if resolve_weights(fcfg.weights) is None else "imagenet"
+
+
+def check_params(cfg: Config) -> None:
+    """Checked before any work (and before Prefect or torch is imported): the
+    colour shards exist, a Dask runner has an address. Raises ConfigError."""
+    colour_dir = cfg.layout.shards("color")
+    if not shard_paths(colour_dir):
+        raise ConfigError(f"{colour_dir}: no colour shards; run the ingest stage first")
+    if cfg.featurize.runner.kind == "dask_address":
+        dask_address(cfg.featurize.runner, "featurize")
+
+
+def settings(fcfg: FeaturizeConfig) -> dict:
+    """What the codes depend on: recorded in the manifest and the metrics, and
+    part of every style shard's fingerprint."""
+    from pipeline.style_encoder import resolve_weights
+
+    weights_path = resolve_weights(fcfg.weights)
+    source = encoder_source(fcfg)
+    return {"style_encoder": source, "code": fcfg.code, "code_dim": code_dim(fcfg),
+            "weights": str(weights_path) if weights_path and source != "oracle" else None,
+            "input_size": fcfg.input_size, "augmented_copies": fcfg.augmented_copies,
+            "distortion": fcfg.distortion, "seed": fcfg.seed, "precision": fcfg.precision}
 
 
 def row_rng(seed: int, row_id: str) -> np.random.Generator:
@@ -145,8 +168,6 @@ def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
         valid.append(ok)
         if progress is not None:
             progress(len(batch_ids))
-    from pipeline.style_encoder import style_table
-
     dim, k = code_dim(fcfg), fcfg.augmented_copies
     table = style_table(ids, np.concatenate(styles) if styles else np.zeros((0, dim)),
                         np.concatenate(augs) if augs else np.zeros((0, k, dim)),
@@ -156,4 +177,4 @@ def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
     bad = [row_id for row_id, good in zip(ids, valid_all) if not good]
     images_done = len(ids) - len(bad)
     return {"rows": len(ids), "bad_rows": bad, "forwards": 0 if oracle else images_done * (1 + k),
-            "seconds": time.perf_counter() - started, "reported": len(ids) if progress else 0}
+            "seconds": time.perf_counter() - started}

@@ -25,7 +25,7 @@ def write_dataset(cfg, n: int = 12) -> None:
     from pipeline.shards import (COLOR_SCHEMA, SKETCH_SCHEMA, content_id, pixel_sha256,
                                  shard_name, write_manifest, write_shard)
     from pipeline.sketch import make_extractor
-    from pipeline.style_encoder import style_table
+    from pipeline.shards import style_table
     import pyarrow as pa
 
     res, rows = cfg.data.resolution, cfg.data.row_group_rows

@@ -47,8 +47,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as AnyHTTPException
 
-from pipeline.colorize import ColorizeError, looks_coloured, resize_long_side, to_grey
-from pipeline.images import Rejected, decode_rgb, encode_image
+from pipeline.colorize import ColorizeError, looks_coloured, to_grey
+from pipeline.images import Rejected, decode_rgb, encode_image, resize_long_side
 from pipeline.serve.server import Limits
 
 log = logging.getLogger("s2p.serve")

@@ -162,7 +162,7 @@ def style_statistics(root: Path, dim: int, max_rows: int = 4096):
     import pyarrow.compute as pc
 
     from pipeline.shards import aligned_shards, iter_aligned_batches
-    from pipeline.style_encoder import style_arrays
+    from pipeline.shards import style_arrays
     from pipeline.train.loader import shard_dirs
 
     colour_dir, _, style_dir = shard_dirs(root)
