@@ -60,6 +60,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ColorizeError(f"{path}: unreadable ({err.strerror or err})") from None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG/WebP/BMP files of a folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def to_grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
@@ -159,7 +164,7 @@ class Colorizer:
         """
         from pipeline.featurize import encoder_for
         from pipeline.models import load_generator
-        from pipeline.models.checkpoint import CheckpointError
+        from pipeline.models.export import CheckpointError
 
         dev = resolve_device(device)
         try:

@@ -437,15 +437,37 @@ def iter_aligned_batches(
         for f, cols in zip(files, columns)
     ]
     for batches in zip(*iters):
-        ids = batches[0].column("id")
-        merged = {name: batches[0].column(name) for name in batches[0].schema.names}
-        for batch, path in zip(batches[1:], shard.paths[1:]):
-            if not batch.column("id").equals(ids):
-                raise ValueError(f"{path}: ids do not match {shard.paths[0]} row for row")
-            for name in batch.schema.names:
-                if name != "id":
-                    merged[name] = batch.column(name)
-        yield pa.table(merged)
+        yield _join(batches, shard.paths)
+
+
+def read_aligned(shard: AlignedShard, columns: Sequence[Sequence[str] | None],
+                 row_group: int | None = None) -> pa.Table:
+    """One row group of an aligned shard (the whole shard when None) as one
+    table joining the sets' columns row by row; raises like `iter_aligned_batches`.
+    A column a set lacks is a ValueError naming the file."""
+    parts = []
+    for path, cols in zip(shard.paths, columns):
+        f = pq.ParquetFile(path)
+        missing = [c for c in _with_id(cols) or [] if c not in f.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        cols = _with_id(cols)
+        parts.append(f.read(columns=cols) if row_group is None
+                     else f.read_row_group(row_group, columns=cols))
+    return _join(parts, shard.paths)
+
+
+def _join(parts: Sequence, paths: Sequence[Path]) -> pa.Table:
+    """Tables or record batches of aligned sets -> one table; ids checked."""
+    ids = parts[0].column("id")
+    merged = {name: parts[0].column(name) for name in parts[0].schema.names}
+    for part, path in zip(parts[1:], paths[1:]):
+        if not part.column("id").equals(ids):
+            raise ValueError(f"{path}: ids do not match {paths[0]} row for row")
+        for name in part.schema.names:
+            if name != "id":
+                merged[name] = part.column(name)
+    return pa.table(merged)
 
 
 def _with_id(cols: Sequence[str] | None) -> list[str] | None:

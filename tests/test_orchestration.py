@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import (
+from flows.repro import (
     _dvc_env,
     apply_overrides,
     flatten_metrics,

@@ -73,7 +73,7 @@ class GalleryImage:
 def load_gallery(folder: Path, colorizer, limits: Limits) -> dict[str, GalleryImage]:
     """Every readable image in `folder`, by file name; unreadable ones are skipped
     with a warning line; none readable is an error."""
-    from pipeline.cli import image_files
+    from pipeline.colorize import image_files
 
     if not folder.is_dir():
         raise ColorizeError(f"{folder}: no such folder (--references)")

@@ -36,11 +36,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.config import Config
-from pipeline.shards import aligned_shards
+from pipeline.images import decode_stored
+from pipeline.layout import SHARD_SETS, Layout
+from pipeline.shards import aligned_shards, read_aligned
 
 log = logging.getLogger("s2p.train.loader")
 
-SETS = ("color", "sketch", "style")
 COLUMNS = (["split", "color"], ["sketch"], ["style", "style_aug"])
 
 
@@ -56,7 +57,7 @@ class Unit:
 
 
 def shard_dirs(root: str | Path) -> list[Path]:
-    return [Path(root) / "shards" / name for name in SETS]
+    return [Layout(root).shards(name) for name in SHARD_SETS]
 
 
 def _row_groups(path: Path) -> tuple[int, list[int]]:
@@ -236,20 +237,12 @@ class ShardStream(IterableDataset):
     def _read_unit(self, u: int, wanted: list[int]) -> dict[tuple[int, int], dict]:
         unit = self.units[u]
         shard = self.shards[unit.shard]
-        cols = {}
-        for path, names in zip(shard.paths, COLUMNS):
-            f = pq.ParquetFile(path)
-            missing = [n for n in ("id", *names) if n not in f.schema_arrow.names]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {missing}")
-            table = (f.read_row_group(unit.group, columns=["id", *names])
-                     if unit.group is not None else f.read(columns=["id", *names]))
-            if "id" in cols and not table.column("id").equals(cols["id"]):
-                raise DataError(f"{path}: ids do not match {shard.paths[0]} row for row")
-            for name in table.column_names:
-                cols.setdefault(name, table.column(name))
+        try:
+            cols = read_aligned(shard, COLUMNS, unit.group)
+        except ValueError as err:  # a missing column, ids that disagree
+            raise DataError(str(err)) from None
         idx = pa.array(sorted(set(wanted)), type=pa.int64())
-        taken = {k: v.take(idx) for k, v in cols.items()}
+        taken = {k: cols.column(k).take(idx) for k in cols.column_names}
         style = _fixed_lists(taken["style"], self.style_dim, shard.paths[2])
         augs = _style_aug(taken["style_aug"], self.style_dim, shard.paths[2])
         out = {}
@@ -313,22 +306,23 @@ def _style_aug(col, dim: int, path: Path) -> list[np.ndarray]:
     return [codes[offsets[i] - base:offsets[i + 1] - base] for i in range(len(arr))]
 
 
-def decode_pair(color_png: bytes, sketch_png: bytes,
+def decode_pair(colour_png: bytes, sketch_png: bytes,
                 resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 HxWx3, grey uint8 HxW), both resized to resolution² if needed."""
-    color = cv2.imdecode(np.frombuffer(color_png or b"", np.uint8), cv2.IMREAD_COLOR)
-    sketch = cv2.imdecode(np.frombuffer(sketch_png or b"", np.uint8), cv2.IMREAD_GRAYSCALE)
-    if color is None:
-        raise ValueError("colour image does not decode")
-    if sketch is None:
-        raise ValueError("sketch does not decode")
-    if sketch.shape != color.shape[:2]:
-        raise ValueError(f"sketch {sketch.shape} and colour {color.shape[:2]} differ in size")
-    color = cv2.cvtColor(color, cv2.COLOR_BGR2RGB)
-    if color.shape[:2] != (resolution, resolution):
-        color = cv2.resize(color, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    try:
+        colour = decode_stored(colour_png, 3)
+    except ValueError:
+        raise ValueError("colour image does not decode") from None
+    try:
+        sketch = decode_stored(sketch_png, 1)
+    except ValueError:
+        raise ValueError("sketch does not decode") from None
+    if sketch.shape != colour.shape[:2]:
+        raise ValueError(f"sketch {sketch.shape} and colour {colour.shape[:2]} differ in size")
+    if colour.shape[:2] != (resolution, resolution):
+        colour = cv2.resize(colour, (resolution, resolution), interpolation=cv2.INTER_AREA)
         sketch = cv2.resize(sketch, (resolution, resolution), interpolation=cv2.INTER_AREA)
-    return color, sketch
+    return colour, sketch
 
 
 def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,

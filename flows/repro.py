@@ -37,13 +37,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-# A deployment loads this file by path: make the project importable from it.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from flows.runner import DASK_ADDRESS_ENV
-from pipeline.config import ConfigError, TaskRunnerConfig, load_config, parse_params_text
+from pipeline.config import (
+    DASK_ADDRESS_ENV,
+    ConfigError,
+    TaskRunnerConfig,
+    load_config,
+    parse_params_text,
+)
 from pipeline.jsonio import atomic_path
 
 ARTIFACT_KEY = "s2p-pipeline"
@@ -411,5 +411,5 @@ def pipeline_flow(
 
 
 if __name__ == "__main__":
-    # `python flows/pipeline.py [stage ...]`: the same flow without a deployment.
+    # `python flows/repro.py [stage ...]`: the same flow without a deployment.
     pipeline_flow(stages=sys.argv[1:] or None)
