@@ -21,7 +21,6 @@ Every DVC call is the DVC CLI in a subprocess, run by the flow's own Python
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -37,14 +36,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.config import (
-    DASK_ADDRESS_ENV,
-    ConfigError,
-    TaskRunnerConfig,
-    load_config,
-    parse_params_text,
-)
-from pipeline.jsonio import atomic_path
+from pipeline.config import DASK_ADDRESS_ENV, ConfigError, TaskRunnerConfig, load_config
+from pipeline.params_file import apply_overrides
 
 ARTIFACT_KEY = "s2p-pipeline"
 
@@ -101,63 +94,6 @@ def stage_timings(lines: Iterable[tuple[float, str]], end: float) -> list[StageT
         seconds = 0.0 if status == "skipped" else max(0.0, until - t)
         timings.append(StageTiming(stage, status, round(seconds, 3)))
     return timings
-
-
-def parse_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Dotted keys (`ingest.toon_count`) -> values; nested dicts are flattened."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), sub)
-        else:
-            if not prefix or "" in prefix.split("."):
-                raise ConfigError(f"overrides: bad key {prefix!r} (use section.key)")
-            flat[prefix] = value
-
-    for key, value in (overrides or {}).items():
-        walk(str(key), value)
-    return flat
-
-
-def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> list[str]:
-    """Set dotted keys in params.yaml (comments kept); validate first.
-
-    Returns one "key: old -> new" line per changed value. Raises ConfigError
-    (naming the key) and leaves the file untouched when the result is invalid.
-    """
-    from ruamel.yaml import YAML
-
-    flat = parse_overrides(overrides)
-    if not flat:
-        return []
-    rt = YAML()  # round trip: keeps comments and key order
-    rt.preserve_quotes = True
-    text = params_path.read_text()
-    doc = rt.load(text) or {}
-    changes = []
-    for dotted, value in flat.items():
-        node = doc
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            if key not in node or node[key] is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(f"overrides: {dotted}: {key} is not a section")
-        old = node.get(leaf, "(unset)")
-        if old != value:
-            node[leaf] = value
-            changes.append(f"{dotted}: {old} -> {value}")
-    buf = io.StringIO()
-    rt.dump(doc, buf)
-    # Validate exactly what will be on disk, with the same loader the stages use.
-    parse_params_text(buf.getvalue(), f"{params_path} (with overrides)")
-    if changes:
-        with atomic_path(params_path) as tmp:
-            tmp.write_text(buf.getvalue())
-    return changes
 
 
 def flatten_metrics(shown: dict) -> tuple[list[tuple[str, str, Any]], list[str], list[str]]:

@@ -74,7 +74,7 @@ class SplitRatios(_Section):
 
 class DataConfig(_Section):
     root: str = "data"
-    resolution: int = Field(128, ge=16, le=4096)
+    resolution: int = Field(64, ge=16, le=4096)
     shard_rows: int = Field(256, ge=1)
     row_group_rows: int = Field(32, ge=1)
     image_format: Literal["png", "webp", "jpeg"] = "png"
@@ -83,7 +83,7 @@ class DataConfig(_Section):
 
 class IngestConfig(_Section):
     source: Literal["toon", "folder"] = "toon"
-    toon_count: int = Field(2000, ge=1)
+    toon_count: int = Field(1500, ge=1)
     seed: int = 0
     folder: Optional[str] = None
     min_size: int = Field(64, ge=1)
@@ -124,7 +124,7 @@ class FeaturizeConfig(_Section):
     # its ReLU), fc1_relu, pooled (ours: per-channel mean/std of five VGG19 layers,
     # translation-invariant), or oracle_palette (a diagnostic: the toon's true
     # palette, toon data only; pipeline/oracle.py).
-    code: Literal["fc1", "fc1_relu", "pooled", "oracle_palette"] = "fc1"
+    code: Literal["fc1", "fc1_relu", "pooled", "oracle_palette"] = "pooled"
     # ImageNet VGG19 weights; null = torch hub cache location, else seeded random.
     weights: Optional[str] = None
     input_size: int = Field(128, ge=32, le=512)
@@ -134,7 +134,7 @@ class FeaturizeConfig(_Section):
     batch_size: int = Field(32, ge=1)
     seed: int = 0
     # bf16: ~1.7x faster VGG on CPUs with AVX512-BF16/AMX, codes within ~1% of fp32.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "bf16"
     runner: TaskRunnerConfig = TaskRunnerConfig()
 
 
@@ -184,7 +184,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     batch_size: int = Field(16, ge=1)
-    max_steps: Optional[int] = Field(600, ge=1)
+    max_steps: Optional[int] = Field(800, ge=1)
     max_minutes: Optional[float] = Field(None, gt=0)
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)

@@ -23,7 +23,9 @@ TINY = {
     "data": {"resolution": 32, "shard_rows": 8, "row_group_rows": 4},
     "ingest": {"toon_count": 20, "min_size": 16, "chunks_in_flight": 2},
     "extract": {"batch_images": 4},
-    "featurize": {"input_size": 32, "augmented_copies": 1, "batch_size": 8},
+    # fc1 in fp32: what the tests were written for, whatever the defaults become.
+    "featurize": {"code": "fc1", "precision": "fp32", "input_size": 32, "augmented_copies": 1,
+                  "batch_size": 8},
     "model": {"depth": 2, "base_width": 8, "max_width": 32, "style_proj": 8,
               "disc_width": 8, "disc_depth": 3},
     "train": {"batch_size": 4, "max_steps": 4, "shuffle_buffer": 8, "log_every": 1,

@@ -1,4 +1,4 @@
-"""Stage entry points (stages/*.py): one-line config errors, Prefect's environment,
+"""The stage entry point (`python -m stages <name>`): one-line config errors, Prefect's environment,
 and a prompt, resumable stop on SIGINT/SIGTERM. These start real stage processes."""
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def test_prefect_startup_timeout_is_set_before_prefect_reads_it():
     env = {k: v for k, v in os.environ.items()
            if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     code = (
-        "import runpy; runpy.run_path('stages/ingest.py', run_name='imported')\n"
-        "import flows.ingest\n"  # what run_stage imports next
+        "import stages.common\n"  # what `python -m stages` imports first
+        "import flows.ingest\n"  # what run_stage imports after validation
         "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as T\n"
         "print(T.value())\n"
     )
@@ -67,7 +67,7 @@ def test_bad_params_file_is_one_line_exit_2(tmp_path, case):
         params.mkdir()
     else:
         params.write_bytes(content)
-    proc = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO, env=stage_env(params),
+    proc = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=stage_env(params),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -77,7 +77,7 @@ def test_bad_params_file_is_one_line_exit_2(tmp_path, case):
 
 def test_missing_ingest_folder_is_one_line_exit_2(tmp_path):
     params = write_params(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "gone")})
-    proc = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO, env=stage_env(params),
+    proc = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=stage_env(params),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -102,7 +102,7 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
     params = write_params(tmp_path, ingest={"toon_count": 1000})
     shard_dir = tmp_path / "data" / "shards" / "color"
     log = (tmp_path / "stage.log").open("w")  # not a pipe: nothing may block on it
-    proc = subprocess.Popen([sys.executable, "stages/ingest.py"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "ingest"], cwd=REPO,
                             env=stage_env(params), stdout=log, stderr=log,
                             start_new_session=True)
     try:
@@ -130,7 +130,7 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
 
     if how == "sigterm":
         return  # resuming is the same as after Ctrl-C
-    rerun = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO,
+    rerun = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO,
                            env=stage_env(params), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming" in rerun.stderr
