@@ -138,3 +138,41 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
     assert metrics["images"] == 1000 and metrics["shards"] == 1000 // 8
     assert 0 < metrics["inputs_processed_this_run"] < 1000
     assert not list(shard_dir.glob(".*"))
+
+
+NOTHING_TO_RUN_ON = {
+    "ingest": ({"ingest": {"source": "folder", "folder": "/nonexistent"}}, "no such folder"),
+    "extract": ({"extract": {"method": "sketchkeras", "weights": "/nonexistent/mod.h5"}},
+                "extract.weights: /nonexistent/mod.h5 not found"),
+    "featurize": ({"featurize": {"runner": {"kind": "dask_address"}}}, "no colour shards"),
+    "train": ({}, "_manifest.json: not found (run the ingest stage first)"),
+    "evaluate": ({}, "generator.pt: not found (run the train stage first)"),
+}
+HEAVY = ("prefect", "torch", "tensorflow", "keras")
+
+
+@pytest.mark.parametrize("stage", sorted(NOTHING_TO_RUN_ON))
+def test_config_errors_come_before_prefect_torch_or_tensorflow_is_imported(tmp_path, stage):
+    """What params ask of this machine (a folder, weights, upstream outputs) is
+    checked by the stage's library before its flow module is imported: the
+    one-line error comes in about a second (README: Reliability)."""
+    sections, message = NOTHING_TO_RUN_ON[stage]
+    params = write_params(tmp_path, **sections)
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['stages', {stage!r}]\n"
+            "try:\n    runpy.run_module('stages', run_name='__main__')\n"
+            "finally:\n"
+            f"    print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=stage_env(params),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.strip() == "[]", f"imported before the error: {proc.stdout}"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_unknown_stage_is_usage_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "stages", "nope"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "usage: python -m stages {ingest|extract|featurize|train|evaluate}"
