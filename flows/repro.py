@@ -267,6 +267,22 @@ def dvc_metrics(repo: str) -> dict:
 # --- the flow ------------------------------------------------------------------
 
 
+def dask_address_users(cfg) -> list[str]:
+    """The params sections whose runner is `dask_address`; at least one, or a
+    `dask_address` given to the flow would be ignored."""
+    users = [
+        name for name in type(cfg).model_fields
+        if isinstance(getattr(getattr(cfg, name), "runner", None), TaskRunnerConfig)
+        and getattr(cfg, name).runner.kind == "dask_address"
+    ]
+    if not users:
+        raise ConfigError(
+            "dask_address given but no stage has runner.kind: dask_address in params.yaml "
+            "(add e.g. overrides {'extract.runner.kind': 'dask_address'})"
+        )
+    return users
+
+
 @flow(name="pipeline")
 def pipeline_flow(
     stages: Optional[list[str]] = None,
@@ -302,18 +318,8 @@ def pipeline_flow(
     changes = apply_overrides(root / "params.yaml", overrides or {})
     for change in changes:
         logger.info("params.yaml: %s", change)
-    cfg = load_config(root / "params.yaml")
     if dask_address:
-        users = [
-            name for name in type(cfg).model_fields
-            if isinstance(getattr(getattr(cfg, name), "runner", None), TaskRunnerConfig)
-            and getattr(cfg, name).runner.kind == "dask_address"
-        ]
-        if not users:
-            raise ConfigError(
-                "dask_address given but no stage has runner.kind: dask_address in params.yaml "
-                "(add e.g. overrides {'extract.runner.kind': 'dask_address'})"
-            )
+        users = dask_address_users(load_config(root / "params.yaml"))
         logger.info("Dask scheduler %s for stage(s): %s", dask_address, ", ".join(users))
 
     steps: list[tuple[str, float]] = []

@@ -141,7 +141,7 @@ def _oracle_batch(fcfg: FeaturizeConfig, palettes: list[str | None],
     return style, aug, np.ones(len(palettes), bool)
 
 
-def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
+def featurize_shard(colour_path: Path, out_path: Path, fcfg: FeaturizeConfig,
                     row_group_rows: int, fingerprint: str, expected_source: str,
                     progress: Callable[[int], object] | None = None) -> dict:
     """Compute and write one style shard; returns counts and timings.
@@ -150,18 +150,18 @@ def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
     encoder = None if oracle else encoder_for(fcfg)
     source = "oracle" if oracle else encoder.source
     if source != expected_source:
-        raise RuntimeError(f"{color_path}: this worker found style_encoder={source}, "
+        raise RuntimeError(f"{colour_path}: this worker found style_encoder={source}, "
                            f"the flow expected {expected_source} (weights differ between machines)")
     started = time.perf_counter()
     column = "palette" if oracle else "color"
     ids: list[str] = []
     styles, augs, valid = [], [], []
-    for batch in pq.ParquetFile(color_path).iter_batches(batch_size=fcfg.batch_size,
+    for batch in pq.ParquetFile(colour_path).iter_batches(batch_size=fcfg.batch_size,
                                                           columns=["id", column]):
         batch_ids = batch.column("id").to_pylist()
         values = batch.column(column).to_pylist()
-        style, aug, ok = (_oracle_batch(fcfg, values, color_path) if oracle
-                          else _vgg_batch(encoder, fcfg, batch_ids, values, color_path))
+        style, aug, ok = (_oracle_batch(fcfg, values, colour_path) if oracle
+                          else _vgg_batch(encoder, fcfg, batch_ids, values, colour_path))
         ids += batch_ids
         styles.append(style)
         augs.append(aug)

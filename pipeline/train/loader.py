@@ -136,7 +136,7 @@ def batches_taken(step: int, worker: int, workers: int) -> int:
 class ShardStream(IterableDataset):
     """Endless stream of training samples for one DDP rank.
 
-    Each sample: sketch [1,H,W] and color [3,H,W] float32 in [-1,1] (white
+    Each sample: sketch [1,H,W] and colour [3,H,W] float32 in [-1,1] (white
     paper = +1), style [D] (the target's own V(y), for the discriminator),
     reference [D] (the generator's style input: a distorted copy's code when
     `self_reference` is on, else `style`), flipped (whether sketch and colour
@@ -260,11 +260,11 @@ class ShardStream(IterableDataset):
     def _decode(self, row: dict, epoch: int, u: int, r: int) -> dict | None:
         rng = _seed(self.seed, epoch, u, r, 2)
         try:
-            color, sketch = decode_pair(row["color"], row["sketch"], self.resolution)
+            colour, sketch = decode_pair(row["color"], row["sketch"], self.resolution)
         except ValueError as err:
             log.warning("%s: row %s skipped: %s", row["where"], row["id"], err)
             return None
-        color, sketch, flipped = augment_pair(color, sketch, rng, self.crop, self.flip)
+        colour, sketch, flipped = augment_pair(colour, sketch, rng, self.crop, self.flip)
         style = row["style"]
         if self.self_reference:
             augs = row["style_aug"]
@@ -280,7 +280,7 @@ class ShardStream(IterableDataset):
         return {
             "id": row["id"],
             "sketch": to_tensor(sketch),
-            "color": to_tensor(color),
+            "color": to_tensor(colour),
             "style": torch.from_numpy(style.astype(np.float32)),
             "reference": torch.from_numpy(reference.astype(np.float32)),
             "flipped": torch.tensor(flipped),
@@ -325,7 +325,7 @@ def decode_pair(colour_png: bytes, sketch_png: bytes,
     return colour, sketch
 
 
-def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,
+def augment_pair(colour: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,
                  crop: int, flip: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     """One random crop window and one flip decision, applied to both images;
     returns whether they were flipped (D's target is V of the unflipped image)."""
@@ -333,11 +333,11 @@ def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator
         h, w = sketch.shape
         y = int(rng.integers(h - crop + 1))
         x = int(rng.integers(w - crop + 1))
-        color, sketch = color[y:y + crop, x:x + crop], sketch[y:y + crop, x:x + crop]
+        colour, sketch = colour[y:y + crop, x:x + crop], sketch[y:y + crop, x:x + crop]
     flipped = bool(flip and rng.random() < 0.5)
     if flipped:
-        color, sketch = color[:, ::-1], sketch[:, ::-1]
-    return color, sketch, flipped
+        colour, sketch = colour[:, ::-1], sketch[:, ::-1]
+    return colour, sketch, flipped
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -400,16 +400,16 @@ def fixed_rows(root: str | Path, n: int, resolution: int, style_dim: int = 4096)
                 continue
             for row in stream._read_unit(u, rows[: n - len(picked)].tolist()).values():
                 try:
-                    color, sketch = decode_pair(row["color"], row["sketch"], resolution)
+                    colour, sketch = decode_pair(row["color"], row["sketch"], resolution)
                 except ValueError:
                     continue
-                picked.append({"color": color, "sketch": sketch, "style": row["style"]})
+                picked.append({"color": colour, "sketch": sketch, "style": row["style"]})
             if len(picked) >= n:
                 break
     if not picked:
         raise DataError(f"{shard_dirs(root)[0]}: no decodable rows for the sample grid")
     return {
-        "color_u8": np.stack([p["color"] for p in picked]),
+        "colour_u8": np.stack([p["color"] for p in picked]),
         "sketch": torch.stack([to_tensor(p["sketch"]) for p in picked]),
         "color": torch.stack([to_tensor(p["color"]) for p in picked]),
         "style": torch.from_numpy(np.stack([p["style"] for p in picked]).astype(np.float32)),

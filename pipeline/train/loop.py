@@ -220,13 +220,11 @@ def train(cfg: Config) -> dict | None:
         distributed.shutdown()
 
 
-def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | None:
-    t = cfg.train
+def _restore(cfg: Config, trainer: Trainer, identity: dict, d: distributed.Dist):
+    """Load the latest checkpoint when it belongs to this run and prepare rank 0's
+    output folders; returns (start step, seconds so far, checkpoint or None,
+    the summary stored with it)."""
     layout = cfg.layout
-    seed_everything(t.seed, device)  # same initial weights on every rank
-    trainer = Trainer(cfg, device, d)
-    identity = run_identity(cfg)
-
     start, seconds, ckpt, summary = 0, 0.0, None, {}
     if layout.checkpoint.is_file():
         try:
@@ -247,7 +245,17 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
         else:
             trim_curves(layout.dvclive, start + 1)
     distributed.barrier()
+    return start, seconds, ckpt, summary
 
+
+def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | None:
+    t = cfg.train
+    layout = cfg.layout
+    seed_everything(t.seed, device)  # same initial weights on every rank
+    trainer = Trainer(cfg, device, d)
+    identity = run_identity(cfg)
+
+    start, seconds, ckpt, summary = _restore(cfg, trainer, identity, d)
     loader = make_loader(cfg, start_step=start, rank=d.rank, world=d.world,
                          pin_memory=device.type == "cuda")
     if ckpt is None:  # a resumed G already holds them
@@ -283,7 +291,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
                 if monitor is not None and step % t.monitor_every == 0:
                     watched = monitor.score()  # not counted in images/s
                 log_window(live, window, step, cfg, rate, bar,
-                     watched if step % t.monitor_every == 0 else {})
+                           watched if step % t.monitor_every == 0 else {})
                 window, window_started = [], time.perf_counter()
             if step % t.sample_every == 0 or step == start + 1:
                 write_grid(render_grid(trainer.G, grid_rows, device), layout.train_samples, step)
@@ -306,7 +314,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
     if window:
         now = time.perf_counter()
         log_window(live, window, step, cfg, images * len(window) / (now - window_started), None,
-             watched if step % t.monitor_every else {})
+                   watched if step % t.monitor_every else {})
     if step > start and step % t.sample_every:
         write_grid(render_grid(trainer.G, grid_rows, device), layout.train_samples, step)
     live.end()

@@ -47,8 +47,8 @@ def render_grid(G: torch.nn.Module, rows: dict, device: torch.device) -> np.ndar
         G.train(was_training)
     tiles = []
     for i in range(n):
-        cells = [_u8(rows["sketch"][i]), rows["color_u8"][int(ref[i])], _u8(out[i]),
-                 rows["color_u8"][i]]
+        cells = [_u8(rows["sketch"][i]), rows["colour_u8"][int(ref[i])], _u8(out[i]),
+                 rows["colour_u8"][i]]
         tiles.append(_hstack(cells))
     return _vstack(tiles)
 
