@@ -1,4 +1,4 @@
-"""Procedural anime-style "toon" characters with exact part masks (spec section 3).
+"""Procedural anime-style "toon" characters with exact part masks. README: "Synthetic toon characters".
 
 A character is a `Geometry` (pose, framing, hair style, garments, background,
 light direction: every random choice, all JSON-able) plus a `Palette` (one base

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs TensorFlow (sketchKeras tests) and torchvision in one process:
+# importing TensorFlow first segfaults, so torch and torchvision load first, here.
+import torch  # noqa: F401, E402
+import torchvision  # noqa: F401, E402
+
 from pipeline.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +98,8 @@ def export_tiny_generator(root: Path, resolution: int = 32) -> Path:
 
     cfg = tiny_config()
     extra = {"resolution": resolution, "style_encoder": "random",
-             "featurize": {"weights": None, "input_size": resolution, "seed": 0}}
+             "featurize": {"code": "fc1", "precision": "fp32", "weights": None,
+                           "input_size": resolution, "seed": 0}}
     return save_generator(tiny_generator(cfg.model), cfg.model, root / "models" / "generator.pt",
                           extra)
 

@@ -1,6 +1,6 @@
 """sketchKeras pre- and post-processing, shared by the network and the classical extractors.
 
-Follows lllyasviel/sketchKeras `main.py` + `helper.py` step by step (spec §1):
+Follows lllyasviel/sketchKeras `main.py` + `helper.py` step by step (README: "Sketch extraction"):
   1. resize so the long side is `work` (512 in the original) with INTER_AREA, the
      short side truncated as `int(work / long * short)`;
   2. per colour channel, high-pass = channel - GaussianBlur(channel, sigma 3), both

@@ -164,7 +164,7 @@ def style_statistics(root: Path, dim: int, max_rows: int = 4096):
             if not table.num_rows:
                 continue
             if table.schema.field("style").type.list_size != dim:
-                raise DataError(f"{shard.layout[1]}: style codes of size "
+                raise DataError(f"{shard.paths[1]}: style codes of size "
                                 f"{table.schema.field('style').type.list_size}, "
                                 f"model.style_dim is {dim}")
             style, aug, valid = style_arrays(table)  # undecodable rows come back invalid
