@@ -100,23 +100,25 @@ def bench_dask(n: int) -> list[tuple[str, str]]:
     import pyarrow as pa
 
     from flows.extract import extract
+    from pipeline.images import encode_image
+    from pipeline.layout import Layout
     from pipeline.shards import COLOR_SCHEMA, shard_name, write_manifest, write_shard
 
     images = load_images(n, size=128)
     rows_per_shard = max(1, n // 8)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        colour = Path(tmp) / "shards" / "color"
+        colour = Layout(tmp).shards("color")
         for s in range(0, n, rows_per_shard):
             rows = [{"id": f"{i:016x}", "split": "train", "width": 128, "height": 128,
-                     "color": cv2.imencode(".png", images[i][..., ::-1])[1].tobytes(),
+                     "color": encode_image(images[i], "png_fast"),
                      "source": "bench", "sha256": "", "mask": None, "palette": None}
                     for i in range(s, min(n, s + rows_per_shard))]
             write_shard(colour / shard_name(s // rows_per_shard),
                         pa.Table.from_pylist(rows, schema=COLOR_SCHEMA), "color", 32, f"bench-{s}")
         write_manifest(colour, "color")
         for kind, workers in (("inprocess", 1), ("local_dask", 1), ("local_dask", 2)):
-            sketch = Path(tmp) / "shards" / "sketch"
+            sketch = Layout(tmp).shards("sketch")
             for p in sketch.glob("*"):
                 p.unlink()
             cfg = parse_config({"data": {"root": tmp},

@@ -1,6 +1,6 @@
 """Reliability figures: how fast a stage stops on a signal, what shard checks cost.
 
-Stop: starts `stages/ingest.py` on a tiny toon config in a temporary folder,
+Stop: starts `python -m stages ingest` on a tiny toon config in a temporary folder,
 waits for its first shards, sends the signal, and prints the seconds until the
 stage exited, its exit status and how many of the processes it started outlived
 it; then reruns the stage and prints how many inputs the resumed run processed.
@@ -51,7 +51,7 @@ def one_stop(how: str, toons: int, resume: bool) -> dict:
         env = dict(os.environ, S2P_PARAMS=str(params(root, toons)))
         first = root / "data" / "shards" / "color" / "shard-00002.parquet"
         with open(root / "stage.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "stages/ingest.py"], cwd=REPO, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=env,
                                     stdout=log, stderr=log, start_new_session=True)
             while not first.exists():
                 if proc.poll() is not None:
@@ -73,7 +73,7 @@ def one_stop(how: str, toons: int, resume: bool) -> dict:
         out = {"how": how, "seconds_to_exit": round(seconds, 2), "exit_status": rc,
                "children": len(children), "children_left_running": len(left)}
         if resume:
-            rerun = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO, env=env,
+            rerun = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=env,
                                    capture_output=True, text=True)
             metrics = json.loads((root / "data" / "metrics" / "ingest.json").read_text())
             out.update(rerun_exit_status=rerun.returncode, images=metrics["images"],

@@ -15,7 +15,7 @@
    at 256², bf16 + channels_last, on random inputs. Skipped on CPU.
 
 Data: `--data` root if it holds colour, sketch and style shards, else tiny fake
-shards in a temporary folder (pipeline/train/synthetic.py). Timings skip a
+shards in a temporary folder (tests/synthetic.py). Timings skip a
 warm-up step; the first batch of a DataLoader (worker start-up) is excluded.
 """
 from __future__ import annotations
@@ -28,18 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic shards are a test fixture
 
 from pipeline.config import ModelConfig, load_config  # noqa: E402
+from pipeline.images import decode_stored  # noqa: E402
 from pipeline.shards import aligned_shards, iter_aligned_batches  # noqa: E402
 from pipeline.train.loader import make_loader, shard_dirs  # noqa: E402
 from pipeline.train.loop import Trainer, seed_everything  # noqa: E402
-from pipeline.train.synthetic import write_fake_shards  # noqa: E402
+from synthetic import write_fake_shards  # noqa: E402
 
 
 def paper_profile() -> dict:
@@ -55,8 +54,8 @@ def bare_decode(root: Path, limit: int) -> float:
     for shard in aligned_shards(shard_dirs(root)[:2]):
         for table in iter_aligned_batches(shard, [["color"], ["sketch"]]):
             for c, s in zip(table.column("color").to_pylist(), table.column("sketch").to_pylist()):
-                cv2.imdecode(np.frombuffer(c, np.uint8), cv2.IMREAD_COLOR)
-                cv2.imdecode(np.frombuffer(s, np.uint8), cv2.IMREAD_GRAYSCALE)
+                decode_stored(c, 3)
+                decode_stored(s, 1)
                 n += 1
                 if n >= limit:
                     return n / (time.perf_counter() - started)

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from pipeline.colorize import Colorizer, ColorizeError, write_image
 from pipeline.config import Config, ConfigError
 from pipeline.evaluate import benchmark as bench
+from pipeline.evaluate import check_params
 from pipeline.evaluate.grid import tile
 from pipeline.evaluate.real import colorize_real, placeholder_grid, skip_reason
 from pipeline.evaluate.reconstruction import evaluate_reconstruction
@@ -28,10 +29,7 @@ V1_CELL = 96  # the V1 outputs are 256 px; ours are painted at the trained resol
 
 def evaluate(cfg: Config) -> dict:
     """Stage entry: a missing/incompatible checkpoint is one line and exit 2."""
-    export = cfg.data_root / "models" / "generator.pt"
-    for path in (export, export.with_suffix(".json")):
-        if not path.is_file():  # checked before Prefect and torch start: fails in a second
-            raise ConfigError(f"evaluate: {path}: not found (run the train stage first)")
+    check_params(cfg)
     try:
         return evaluate_flow(cfg)
     except ColorizeError as err:
@@ -91,14 +89,13 @@ def evaluate_flow(cfg: Config) -> dict:
     from pipeline.sketch import make_extractor
 
     started = time.perf_counter()
-    root, ev = cfg.data_root, cfg.evaluate
-    out_dir = root / "evaluate"
+    layout, ev = cfg.layout, cfg.evaluate
+    out_dir = layout.evaluate
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    colorizer = Colorizer.from_checkpoint(root / "models" / "generator.pt", ev.device,
-                                          featurize=cfg.featurize)
+    colorizer = Colorizer.from_checkpoint(layout.generator, ev.device, featurize=cfg.featurize)
     extractor = make_extractor(cfg.extract)
-    extract_metrics = read_json(root / "metrics" / "extract.json", default={})
+    extract_metrics = read_json(layout.metrics("extract"), default={})
     trained_extractor = extract_metrics.get("method_used")
     if trained_extractor and trained_extractor != extractor.method_used:
         log.warning("evaluate: training sketches came from %s, benchmark sketches from %s",
@@ -137,7 +134,7 @@ def evaluate_flow(cfg: Config) -> dict:
         "device": str(colorizer.device),
     }
     metrics = _rounded(metrics)
-    write_json(root / "metrics" / "evaluate.json", metrics)
+    write_json(layout.metrics("evaluate"), metrics)
     b = metrics["benchmark"]
     log.info(
         "evaluate: %d pairs in %.1f s; mean ΔE00 model %.2f | mean colour %.2f | own palette "

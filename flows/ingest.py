@@ -2,93 +2,59 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
-from flows.runner import run_flow, submit_windowed
+from flows.runner import map_shards, run_flow
 from pipeline import ingest as ing
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
 from pipeline.jsonio import write_json
-from pipeline.shards import (
-    is_complete_shard,
-    make_fingerprint,
-    prepare_shard_dir,
-    shard_name,
-    shard_paths,
-    write_manifest,
-)
+from pipeline.shards import iter_rows, plan_shards, write_manifest
 
 log = logging.getLogger("s2p.ingest")
 
 
 @task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def decode_chunk(items: list[ing.Input], cfg: Config) -> ing.ChunkResult:
-    return ing.process_chunk(items, cfg.data, cfg.ingest)
+def decode_chunk(items: tuple[ing.Input, ...], cfg: Config) -> ing.ChunkResult:
+    return ing.process_chunk(list(items), cfg.data, cfg.ingest)
 
 
 def ingest(cfg: Config) -> dict:
     """Run ingest with the task runner from params; returns the metrics dict.
     A missing or unreadable ingest.folder is one line (exit 2) before any work."""
-    folder = cfg.ingest.folder
-    if cfg.ingest.source == "folder":
-        if not Path(folder).is_dir():
-            raise ConfigError(f"params.yaml: ingest.folder: {folder}: no such folder")
-        if not os.access(folder, os.R_OK | os.X_OK):
-            raise ConfigError(f"params.yaml: ingest.folder: {folder}: not readable")
+    ing.check_params(cfg)
     return run_flow(ingest_flow, cfg, cfg.ingest.runner, "ingest")
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(cfg: Config) -> dict:
     started = time.perf_counter()
-    root = cfg.data_root
-    shard_dir = prepare_shard_dir(root / "shards" / "color")
-
-    if cfg.ingest.source == "toon":
-        chunks, planned_rejects = ing.plan_toon(cfg.ingest, cfg.data.shard_rows), []
-    else:
-        chunks, planned_rejects = ing.plan_folder(cfg.ingest.folder, cfg.data.shard_rows)
-    log.info("ingest: %d inputs in %d chunk(s) from %s", sum(map(len, chunks)), len(chunks),
+    layout = cfg.layout
+    jobs, planned_rejects = ing.plan_jobs(cfg)
+    log.info("ingest: %d inputs in %d chunk(s) from %s", sum(job.work for job in jobs), len(jobs),
              cfg.ingest.source if cfg.ingest.source == "toon" else cfg.ingest.folder)
-
-    # Shards from other params or beyond the current plan are stale.
-    for path in shard_paths(shard_dir)[len(chunks):]:
-        path.unlink()
-    prints = [make_fingerprint(cfg.data, cfg.ingest, items) for items in chunks]
-    # A shard is reusable only when every earlier one is too: de-duplication
-    # depends on all earlier shards, so the first stale shard invalidates the rest.
-    done = 0
-    while done < len(chunks) and is_complete_shard(shard_dir / shard_name(done), fingerprint=prints[done]):
-        done += 1
+    # De-duplication depends on every earlier shard: the first one to remake
+    # invalidates the rest (chained), and the kept ones' hashes are re-read.
+    plan = plan_shards(layout.shards("color"), jobs, chained=True)
     seen: dict[str, str] = {}
-    for index in range(done):
-        seen.update(ing.seen_hashes(shard_dir / shard_name(index)))
-    if done:
-        log.info("ingest: resuming, %d of %d shard(s) already complete", done, len(chunks))
+    for job in plan.done:
+        seen.update(ing.seen_hashes(job.path))
 
-    todo = range(done, len(chunks))
-    bar = tqdm(total=sum(len(chunks[i]) for i in todo), unit="img", desc="ingest")
     fresh_rows = 0
     work_started = time.perf_counter()
-    submit = lambda i: decode_chunk.submit(chunks[i], cfg)  # noqa: E731
-    for index, result in submit_windowed(submit, todo, cfg.ingest.chunks_in_flight):
-        kept = ing.dedupe(result, seen)
-        ing.write_color_shard(shard_dir, index, kept, cfg.data.row_group_rows, prints[index])
-        fresh_rows += len(chunks[index])
-        bar.update(len(chunks[index]))
-    bar.close()
+    submit = lambda job, _bar: decode_chunk.submit(job.inputs, cfg)  # noqa: E731
+    for job, result in map_shards(plan, submit, cfg.ingest.chunks_in_flight, "ingest"):
+        ing.write_colour_shard(job, ing.dedupe(result, seen), cfg.data.row_group_rows)
+        fresh_rows += job.work
     work_seconds = time.perf_counter() - work_started
 
-    rejects = ing.write_rejects(shard_dir, root / "rejects.parquet", planned_rejects)
-    manifest = write_manifest(shard_dir, "color", {"source": cfg.ingest.source})
+    rejects = ing.write_rejects(plan.folder, layout.rejects, planned_rejects)
+    manifest = write_manifest(plan.folder, "color", {"source": cfg.ingest.source})
     metrics = _metrics(cfg, manifest, rejects, fresh_rows, work_seconds, started)
-    write_json(root / "metrics" / "ingest.json", metrics)
+    write_json(layout.metrics("ingest"), metrics)
     log.info(
         "ingest: %d images in %d shard(s), %d rejected, %.1f images/s",
         metrics["images"], metrics["shards"], metrics["rejected"], metrics["timing"]["images_per_s"],
@@ -97,9 +63,7 @@ def ingest_flow(cfg: Config) -> dict:
 
 
 def _metrics(cfg, manifest, rejects, fresh, work_seconds, started) -> dict:
-    from pipeline.shards import iter_rows
-
-    splits = Counter(row["split"] for row in iter_rows([cfg.data_root / "shards" / "color"],
+    splits = Counter(row["split"] for row in iter_rows([cfg.layout.shards("color")],
                                                         columns=[["split"]]))
     reasons = Counter(r["reason"].split(" (")[0].split(" of ")[0] for r in rejects)
     return {
@@ -116,4 +80,3 @@ def _metrics(cfg, manifest, rejects, fresh, work_seconds, started) -> dict:
             "seconds": round(time.perf_counter() - started, 2),
         },
     }
-

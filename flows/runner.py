@@ -1,16 +1,17 @@
 """Task runners for fan-out stages, chosen by a `TaskRunnerConfig` section."""
 from __future__ import annotations
 
-import os
 import contextlib
+import os
+import uuid
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
 
-from pipeline.config import ConfigError, TaskRunnerConfig
-
-DASK_ADDRESS_ENV = "S2P_DASK_ADDRESS"
+from pipeline.config import TaskRunnerConfig, dask_address
+from pipeline.shards import ShardJob, ShardPlan
 
 
 def task_runner_for(cfg: TaskRunnerConfig, key: str):
@@ -22,13 +23,7 @@ def task_runner_for(cfg: TaskRunnerConfig, key: str):
 
     if cfg.kind == "local_dask":
         return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(cfg))
-    address = cfg.address or os.environ.get(DASK_ADDRESS_ENV)
-    if not address:
-        raise ConfigError(
-            f"params.yaml: {key}.runner.address: null and ${DASK_ADDRESS_ENV} is not set "
-            "(kind dask_address needs a scheduler address)"
-        )
-    return DaskTaskRunner(address=address)
+    return DaskTaskRunner(address=dask_address(cfg, key))
 
 
 def local_cluster_kwargs(cfg: TaskRunnerConfig) -> dict:
@@ -55,6 +50,49 @@ def submit_windowed(submit: Callable, items: Iterable, window: int) -> Iterator:
     while pending:
         first, fut = pending.popleft()
         yield first, fut.result()
+
+
+# Progress bars of the shard maps running in this process, by run key, and the
+# rows each job reported itself. A task running in this process (the in-process
+# runner) advances the bar as it goes; on a Dask worker the key is unknown and
+# the flow advances the bar when the job's result arrives.
+_BARS: dict[str, tqdm] = {}
+_REPORTED: dict[tuple[str, str], int] = {}
+
+
+# Tasks reach _BARS only through this function: Dask ships a task pickled by
+# value, globals included, and a progress bar does not pickle. Module-level
+# functions are pickled by name.
+def task_progress(bar_key: str, job: str) -> Callable[[int], None] | None:
+    """For a task: a callback advancing the flow's bar by n rows, or None when
+    the flow runs in another process."""
+    bar = _BARS.get(bar_key)
+    if bar is None:
+        return None
+
+    def advance(rows: int) -> None:
+        _REPORTED[(bar_key, job)] = _REPORTED.get((bar_key, job), 0) + rows
+        bar.update(rows)
+
+    return advance
+
+
+def map_shards(plan: ShardPlan, submit: Callable[[ShardJob, str], Any], window: int,
+               desc: str) -> Iterator[tuple[ShardJob, Any]]:
+    """Run `submit(job, bar_key)` (a Prefect task's `.submit`) for every shard
+    the plan still has to make, at most `window` in flight, and yield (job,
+    result) in shard order, with one progress bar counted in `job.work`."""
+    key = uuid.uuid4().hex
+    _BARS[key] = bar = tqdm(total=sum(job.work for job in plan.todo), unit="img", desc=desc)
+    try:
+        for job, result in submit_windowed(lambda job: submit(job, key), plan.todo, window):
+            bar.update(max(0, job.work - _REPORTED.pop((key, job.name), 0)))
+            yield job, result
+    finally:
+        bar.close()
+        del _BARS[key]
+        for reported in [k for k in _REPORTED if k[0] == key]:
+            del _REPORTED[reported]
 
 
 @contextlib.contextmanager

@@ -6,18 +6,17 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import Config, ConfigError
-
-STAGE_OF = {"color": "ingest", "sketch": "extract", "style": "featurize"}
+from pipeline.train import check_params
 
 
 @task(cache_policy=NO_CACHE)
 def fit(cfg: Config) -> dict:
     from pipeline.jsonio import read_json
-    from pipeline.train import ddp
+    from pipeline.train import launch
 
     if cfg.train.nproc > 1:
-        ddp.launch(cfg, cfg.train.nproc)
-        return read_json(cfg.data_root / "metrics" / "train.json")
+        launch.launch(cfg, cfg.train.nproc)
+        return read_json(cfg.layout.metrics("train"))
     from pipeline.train.loop import train as run
 
     return run(cfg)
@@ -31,10 +30,7 @@ def train_flow(cfg: Config) -> dict:
 def train(cfg: Config) -> dict:
     """Stage entry: missing or unusable shards, and an unreadable checkpoint, are
     one line and exit 2."""
-    for name, stage in STAGE_OF.items():
-        manifest = cfg.data_root / "shards" / name / "_manifest.json"
-        if not manifest.is_file():  # checked before Prefect and torch start
-            raise ConfigError(f"train: {manifest}: not found (run the {stage} stage first)")
+    check_params(cfg)
     from pipeline.train.checkpoint import CheckpointUnreadable
     from pipeline.train.loader import DataError
 

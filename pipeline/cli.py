@@ -44,15 +44,9 @@ def _add_colorize(sub) -> None:
     p.set_defaults(handler=_colorize)
 
 
-def image_files(folder: Path) -> list[Path]:
-    from pipeline.colorize import IMAGE_SUFFIXES
-
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _colorize(args) -> int:
     from pipeline.colorize import (OUTPUT_SUFFIXES, Colorizer, ColorizeError, check_work_size,
-                                   looks_coloured, read_rgb, to_grey, write_image)
+                                   image_files, looks_coloured, read_rgb, to_grey, write_image)
 
     src, ref, out = Path(args.input), Path(args.reference), Path(args.output)
     if args.size is not None and args.size < 0:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import ExtractConfig, FeaturizeConfig
-from pipeline.images import Rejected, chroma, decode_rgb, fit_to_square
+from pipeline.images import Rejected, chroma, decode_rgb, fit_to_square, resize_long_side
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ColorizeError(f"{path}: unreadable ({err.strerror or err})") from None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG/WebP/BMP files of a folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def to_grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
 
@@ -91,15 +96,6 @@ def pad_to_multiple(img: np.ndarray, multiple: int, fill: int = 255) -> np.ndarr
         return img
     pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
     return np.pad(img, pad, mode="constant", constant_values=fill)
-
-
-def resize_long_side(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    if scale == 1:
-        return img
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
 def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -168,7 +164,7 @@ class Colorizer:
         """
         from pipeline.featurize import encoder_for
         from pipeline.models import load_generator
-        from pipeline.models.checkpoint import CheckpointError
+        from pipeline.models.export import CheckpointError
 
         dev = resolve_device(device)
         try:

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.augment import distort_for_reference
-from pipeline.config import STYLE_CODE_DIMS, FeaturizeConfig
+from pipeline.config import STYLE_CODE_DIMS, Config, ConfigError, FeaturizeConfig, dask_address
 from pipeline.images import decode_stored
-from pipeline.shards import write_shard
+from pipeline.shards import shard_paths, style_table, write_shard
 
 log = logging.getLogger("s2p.featurize")
 
@@ -56,6 +56,29 @@ def encoder_source(fcfg: FeaturizeConfig) -> str:
     if fcfg.code == "oracle_palette":
         return "oracle"
     return "random" if resolve_weights(fcfg.weights) is None else "imagenet"
+
+
+def check_params(cfg: Config) -> None:
+    """Checked before any work (and before Prefect or torch is imported): the
+    colour shards exist, a Dask runner has an address. Raises ConfigError."""
+    colour_dir = cfg.layout.shards("color")
+    if not shard_paths(colour_dir):
+        raise ConfigError(f"{colour_dir}: no colour shards; run the ingest stage first")
+    if cfg.featurize.runner.kind == "dask_address":
+        dask_address(cfg.featurize.runner, "featurize")
+
+
+def settings(fcfg: FeaturizeConfig) -> dict:
+    """What the codes depend on: recorded in the manifest and the metrics, and
+    part of every style shard's fingerprint."""
+    from pipeline.style_encoder import resolve_weights
+
+    weights_path = resolve_weights(fcfg.weights)
+    source = encoder_source(fcfg)
+    return {"style_encoder": source, "code": fcfg.code, "code_dim": code_dim(fcfg),
+            "weights": str(weights_path) if weights_path and source != "oracle" else None,
+            "input_size": fcfg.input_size, "augmented_copies": fcfg.augmented_copies,
+            "distortion": fcfg.distortion, "seed": fcfg.seed, "precision": fcfg.precision}
 
 
 def row_rng(seed: int, row_id: str) -> np.random.Generator:
@@ -118,7 +141,7 @@ def _oracle_batch(fcfg: FeaturizeConfig, palettes: list[str | None],
     return style, aug, np.ones(len(palettes), bool)
 
 
-def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
+def featurize_shard(colour_path: Path, out_path: Path, fcfg: FeaturizeConfig,
                     row_group_rows: int, fingerprint: str, expected_source: str,
                     progress: Callable[[int], object] | None = None) -> dict:
     """Compute and write one style shard; returns counts and timings.
@@ -127,26 +150,24 @@ def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
     encoder = None if oracle else encoder_for(fcfg)
     source = "oracle" if oracle else encoder.source
     if source != expected_source:
-        raise RuntimeError(f"{color_path}: this worker found style_encoder={source}, "
+        raise RuntimeError(f"{colour_path}: this worker found style_encoder={source}, "
                            f"the flow expected {expected_source} (weights differ between machines)")
     started = time.perf_counter()
     column = "palette" if oracle else "color"
     ids: list[str] = []
     styles, augs, valid = [], [], []
-    for batch in pq.ParquetFile(color_path).iter_batches(batch_size=fcfg.batch_size,
+    for batch in pq.ParquetFile(colour_path).iter_batches(batch_size=fcfg.batch_size,
                                                           columns=["id", column]):
         batch_ids = batch.column("id").to_pylist()
         values = batch.column(column).to_pylist()
-        style, aug, ok = (_oracle_batch(fcfg, values, color_path) if oracle
-                          else _vgg_batch(encoder, fcfg, batch_ids, values, color_path))
+        style, aug, ok = (_oracle_batch(fcfg, values, colour_path) if oracle
+                          else _vgg_batch(encoder, fcfg, batch_ids, values, colour_path))
         ids += batch_ids
         styles.append(style)
         augs.append(aug)
         valid.append(ok)
         if progress is not None:
             progress(len(batch_ids))
-    from pipeline.style_encoder import style_table
-
     dim, k = code_dim(fcfg), fcfg.augmented_copies
     table = style_table(ids, np.concatenate(styles) if styles else np.zeros((0, dim)),
                         np.concatenate(augs) if augs else np.zeros((0, k, dim)),
@@ -156,4 +177,4 @@ def featurize_shard(color_path: Path, out_path: Path, fcfg: FeaturizeConfig,
     bad = [row_id for row_id, good in zip(ids, valid_all) if not good]
     images_done = len(ids) - len(bad)
     return {"rows": len(ids), "bad_rows": bad, "forwards": 0 if oracle else images_done * (1 + k),
-            "seconds": time.perf_counter() - started, "reported": len(ids) if progress else 0}
+            "seconds": time.perf_counter() - started}

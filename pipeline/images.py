@@ -1,7 +1,12 @@
-"""Safe decoding and normalisation of real illustrations for `ingest`.
+"""Image bytes in and out: the one place that decodes, encodes and resizes.
 
-Every failure is a `Rejected` with a short reason; callers record it and move on.
-Policy (documented in the README):
+- `decode_rgb`: bytes from outside (ingest's files, `s2p colorize`, uploads),
+  decoded safely; every failure is a `Rejected` with a short reason.
+- `decode_stored`: bytes this project wrote (shards), RGB or grey.
+- `encode_image`: deterministic PNG/WebP/JPEG bytes (shards, sample grids).
+- `fit_to_square`, `resize_long_side`: the resizes of ingest and inference.
+
+Policy for outside images (documented in the README):
   - decode by content, not extension; animated images are rejected;
   - colour modes converted to 8-bit RGB: CMYK, palette, 16-bit, grey+alpha;
     transparency composited over white (illustrations are drawn on paper);
@@ -116,24 +121,44 @@ def prepare_illustration(
     return fit_to_square(rgb, size, policy)
 
 
+ENCODINGS = {
+    "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 6]),
+    # OpenCV's own PNG settings (fast): what sketch shards and sample grids have
+    # always been written with; changing it would change every sketch shard's bytes.
+    "png_fast": (".png", []),
+    "webp": (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # >100 = lossless
+    "jpeg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
+}
+
+
 def encode_image(pixels: np.ndarray, fmt: str = "png") -> bytes:
-    """Deterministic encoding of RGB (HxWx3) or single-channel (HxW) uint8."""
+    """Deterministic encoding of RGB (HxWx3) or single-channel (HxW) uint8;
+    `fmt` is a key of ENCODINGS."""
     arr = pixels[..., ::-1] if pixels.ndim == 3 else pixels  # OpenCV wants BGR
-    params = {
-        "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 6]),
-        "webp": (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),  # >100 = lossless
-        "jpeg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
-    }[fmt]
-    ok, buf = cv2.imencode(params[0], np.ascontiguousarray(arr), params[1])
+    suffix, params = ENCODINGS[fmt]
+    ok, buf = cv2.imencode(suffix, np.ascontiguousarray(arr), params)
     if not ok:
         raise ValueError(f"could not encode image as {fmt}")
     return buf.tobytes()
 
 
-def decode_stored(data: bytes, channels: int = 3) -> np.ndarray:
-    """Decode bytes we wrote ourselves (shards): RGB HxWx3 or grey HxW uint8."""
+def decode_stored(data: bytes | None, channels: int = 3) -> np.ndarray:
+    """Decode bytes we wrote ourselves (shards): RGB HxWx3 or grey HxW uint8.
+    Raises ValueError when they are empty or do not decode."""
+    if not data:
+        raise ValueError("empty stored image bytes")
     flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if arr is None:
         raise ValueError("corrupt stored image bytes")
     return arr[..., ::-1].copy() if channels == 3 else arr
+
+
+def resize_long_side(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the long side is `size` (rounded; INTER_AREA to shrink, cubic to grow)."""
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale == 1:
+        return img
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)

@@ -12,7 +12,6 @@ from both at the end: every file and archive member is a row or a reject.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tarfile
@@ -25,23 +24,26 @@ from typing import Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import DataConfig, IngestConfig
+from pipeline.config import Config, ConfigError, DataConfig, IngestConfig, dask_address
 from pipeline.images import Rejected, deterministic, encode_image, prepare_illustration
 from pipeline.jsonio import atomic_path
 from pipeline.shards import (
     COLOR_SCHEMA,
+    ShardJob,
     assign_split,
     content_id,
+    make_fingerprint,
     pixel_sha256,
     shard_name,
     shard_paths,
+    shard_records,
     write_shard,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MEMBER_SEP = "::"  # recorded as "archive.zip::path/in/archive.png"
-REJECTS_KEY = b"s2p.rejects"
+REJECTS = "rejects"  # the shard records holding a chunk's rejected inputs
 
 log = logging.getLogger("s2p.ingest")
 
@@ -53,6 +55,34 @@ class ChunkResult:
 
 
 # ---------------------------------------------------------------- planning
+
+
+def check_params(cfg: Config) -> None:
+    """What params.yaml asks of this machine, checked before any work (and
+    before Prefect is imported): a missing or unreadable ingest.folder, a Dask
+    runner without an address. Raises ConfigError."""
+    folder = cfg.ingest.folder
+    if cfg.ingest.source == "folder":
+        if not Path(folder).is_dir():
+            raise ConfigError(f"params.yaml: ingest.folder: {folder}: no such folder")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise ConfigError(f"params.yaml: ingest.folder: {folder}: not readable")
+    if cfg.ingest.runner.kind == "dask_address":
+        dask_address(cfg.ingest.runner, "ingest")
+
+
+def plan_jobs(cfg: Config) -> tuple[list[ShardJob], list[dict]]:
+    """(one job per chunk of `data.shard_rows` inputs, the planning's rejects)."""
+    if cfg.ingest.source == "toon":
+        chunks, rejects = plan_toon(cfg.ingest, cfg.data.shard_rows), []
+    else:
+        chunks, rejects = plan_folder(cfg.ingest.folder, cfg.data.shard_rows)
+    shard_dir = cfg.layout.shards("color")
+    jobs = [ShardJob(shard_name(i), shard_dir / shard_name(i),
+                     make_fingerprint(cfg.data, cfg.ingest, items), work=len(items),
+                     inputs=tuple(items))
+            for i, items in enumerate(chunks)]
+    return jobs, rejects
 
 
 class Input(NamedTuple):
@@ -293,17 +323,14 @@ def dedupe(result: ChunkResult, seen: dict[str, str]) -> ChunkResult:
     return kept
 
 
-def write_color_shard(
-    shard_dir: Path, index: int, result: ChunkResult, row_group_rows: int, fingerprint: str
-) -> Path:
+def write_colour_shard(job: ShardJob, result: ChunkResult, row_group_rows: int) -> Path:
     table = pa.Table.from_pylist(result.rows, schema=COLOR_SCHEMA)
-    table = table.replace_schema_metadata({REJECTS_KEY: json.dumps(result.rejects).encode()})
-    return write_shard(shard_dir / shard_name(index), table, "color", row_group_rows, fingerprint)
+    return write_shard(job.path, table, "color", row_group_rows, job.fingerprint,
+                       records={REJECTS: result.rejects})
 
 
 def shard_rejects(path: Path) -> list[dict]:
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta.get(REJECTS_KEY, b"[]"))
+    return shard_records(path, REJECTS)
 
 
 def seen_hashes(path: Path) -> Iterator[tuple[str, str]]:

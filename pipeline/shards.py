@@ -39,8 +39,9 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -51,6 +52,7 @@ log = logging.getLogger("s2p.shards")
 SCHEMA_VERSION = 1
 MANIFEST = "_manifest.json"
 CHECKSUM_KEY = b"s2p.content_sha256"
+FINGERPRINT_KEY = b"s2p.fingerprint"
 PARTIAL_WRITES = ".*.tmp-*"  # the temporary names of `jsonio.atomic_path`
 
 COLOR_SCHEMA = pa.schema(
@@ -69,6 +71,60 @@ COLOR_SCHEMA = pa.schema(
 SKETCH_SCHEMA = pa.schema([("id", pa.string()), ("sketch", pa.binary())])
 
 
+def style_schema(dim: int) -> pa.Schema:
+    """`style`: V(y) of the colour image; `style_aug`: K codes of distorted copies."""
+    return pa.schema([
+        ("id", pa.string()),
+        ("style", pa.list_(pa.float16(), dim)),
+        ("style_aug", pa.list_(pa.list_(pa.float16(), dim))),
+    ])
+
+
+def style_table(ids: list[str], style: np.ndarray, style_aug: np.ndarray,
+                valid: np.ndarray | None = None) -> pa.Table:
+    """Rows of codes -> a style_schema table; style [N,D], style_aug [N,K,D].
+
+    Rows with valid=False (an undecodable colour image) get null style and
+    style_aug, so the set stays aligned row for row with the colour set.
+    """
+    n, k, dim = len(ids), style_aug.shape[1], style.shape[1]
+    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
+    codes = pa.FixedSizeListArray.from_arrays(
+        pa.array(style.astype(np.float16).reshape(-1)), dim, mask=mask)
+    aug_codes = pa.FixedSizeListArray.from_arrays(
+        pa.array(style_aug.astype(np.float16).reshape(-1)), dim)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    aug = pa.ListArray.from_arrays(offsets, aug_codes, mask=mask)
+    return pa.Table.from_arrays([pa.array(ids, pa.string()), codes, aug], schema=style_schema(dim))
+
+
+def style_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A table with `style` and `style_aug` -> (style [N,D] float16,
+    style_aug [N,K,D] float16, valid [N] bool). Null rows come back as zeros
+    with valid=False; callers must drop them."""
+    style_col = table.column("style").combine_chunks()
+    dim = style_col.type.list_size
+    n = len(style_col)
+    valid = ~np.asarray(style_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    style = np.zeros((n, dim), np.float16)
+    aug_col = table.column("style_aug").combine_chunks()
+    lengths = aug_col.value_lengths().fill_null(0).to_numpy()
+    k = int(lengths.max()) if n else 0
+    if np.any(lengths[valid] != k):
+        raise ValueError("style_aug rows hold different numbers of copies")
+    style_aug = np.zeros((n, k, dim), np.float16)
+    if valid.any():
+        style[valid] = _float16_values(style_col.filter(pa.array(valid))).reshape(-1, dim)
+        if k:
+            aug_valid = aug_col.filter(pa.array(valid))
+            style_aug[valid] = _float16_values(aug_valid.flatten()).reshape(-1, k, dim)
+    return style, style_aug, valid
+
+
+def _float16_values(fixed: pa.Array) -> np.ndarray:
+    return fixed.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
@@ -83,8 +139,6 @@ def content_id(sha256_hex: str) -> str:
 
 def pixel_sha256(pixels) -> str:
     """sha256 of a decoded image array (uint8, C order)."""
-    import numpy as np
-
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
@@ -104,20 +158,26 @@ def write_shard(
     shard_set: str,
     row_group_rows: int,
     fingerprint: str = "",
+    records: dict[str, list] | None = None,
 ) -> Path:
     """Write `table` atomically: temp file in the same folder, fsync, rename.
 
     `fingerprint` identifies the inputs and params that made the shard; a
-    resumed stage keeps a shard only when it matches (see `is_complete_shard`).
+    resumed stage keeps a shard only when it matches (see `plan_shards`).
+    `records` are JSON lists kept in the file's metadata as `s2p.<name>` (the
+    rows a stage rejected), read back with `shard_records`: they survive a crash
+    with the shard they belong to.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(table.schema.metadata or {})
+    for name, values in (records or {}).items():
+        meta[_record_key(name)] = json.dumps(values).encode()
     meta.update(
         {
             b"s2p.schema_version": str(SCHEMA_VERSION).encode(),
             b"s2p.shard_set": shard_set.encode(),
-            b"s2p.fingerprint": fingerprint.encode(),
+            FINGERPRINT_KEY: fingerprint.encode(),
         }
     )
     table = table.replace_schema_metadata(meta)
@@ -134,6 +194,16 @@ def write_shard(
         writer.add_key_value_metadata({CHECKSUM_KEY: _content_sha256(data, meta)})
         writer.close()
     return path
+
+
+def _record_key(name: str) -> bytes:
+    return f"s2p.{name}".encode()
+
+
+def shard_records(path: str | Path, name: str) -> list:
+    """The `records[name]` list that `write_shard` stored in the shard at `path`."""
+    meta = pq.read_metadata(path).metadata or {}
+    return json.loads(meta.get(_record_key(name), b"[]"))
 
 
 def _content_sha256(data: bytes, metadata: dict) -> str:
@@ -178,7 +248,7 @@ def is_complete_shard(
     version = (meta.metadata or {}).get(b"s2p.schema_version")
     if version != str(SCHEMA_VERSION).encode():
         return False
-    if fingerprint is not None and meta.metadata.get(b"s2p.fingerprint") != fingerprint.encode():
+    if fingerprint is not None and meta.metadata.get(FINGERPRINT_KEY) != fingerprint.encode():
         return False
     if expected_rows is not None and meta.num_rows != expected_rows:
         return False
@@ -252,6 +322,79 @@ def make_fingerprint(*parts) -> str:
 
 
 @dataclass(frozen=True)
+class ShardJob:
+    """One output shard to make.
+
+    `work` counts what the task processes (inputs or rows: the progress bar's
+    unit); a finished file must carry `fingerprint`, hold `rows` rows when that
+    is known in advance, and have the ids of `source` (the input shard it is
+    aligned with) when there is one. `inputs` is what a stage needs to make it
+    (ingest: its chunk of inputs)."""
+
+    name: str
+    path: Path
+    fingerprint: str
+    work: int
+    rows: int | None = None
+    source: Path | None = None
+    inputs: tuple = ()
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """The shards of one output set: those finished and valid for the current
+    fingerprints (`done`) and those to (re)make (`todo`), both in shard order."""
+
+    folder: Path
+    done: list[ShardJob]
+    todo: list[ShardJob]
+
+
+def plan_shards(folder: str | Path, jobs: Sequence[ShardJob], chained: bool = False) -> ShardPlan:
+    """Plan an output shard set and clean its folder for the run: temporary files
+    of a killed run and shards no job makes any more (a smaller input set) are
+    deleted, so neither reaches DVC's hash. With `chained`, the first shard that
+    must be remade invalidates every later one (ingest: de-duplication depends
+    on every earlier shard)."""
+    folder = prepare_shard_dir(folder)
+    names = {job.name for job in jobs}
+    for stale in shard_paths(folder):
+        if stale.name not in names:
+            stale.unlink()
+    done: list[ShardJob] = []
+    todo: list[ShardJob] = []
+    for job in jobs:
+        if not (chained and todo) and _finished(job):
+            done.append(job)
+        else:
+            todo.append(job)
+    if done:
+        log.info("%s: resuming, %d of %d shard(s) already complete", folder, len(done), len(jobs))
+    return ShardPlan(folder, done, todo)
+
+
+def _finished(job: ShardJob) -> bool:
+    if not is_complete_shard(job.path, job.rows, job.fingerprint):
+        return False
+    return job.source is None or read_ids(job.path) == read_ids(job.source)
+
+
+def aligned_jobs(source_dir: str | Path, out_dir: str | Path,
+                 fingerprint: Callable[[str, int, str], str]) -> list[ShardJob]:
+    """One job per shard of `source_dir`, writing the shard of the same name in
+    `out_dir`; `fingerprint(name, rows, source shard's fingerprint)` says what
+    the output depends on besides the stage's settings."""
+    jobs = []
+    for source in shard_paths(source_dir):
+        meta = pq.read_metadata(source)
+        made_from = (meta.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+        jobs.append(ShardJob(source.name, Path(out_dir) / source.name,
+                             fingerprint(source.name, meta.num_rows, made_from),
+                             work=meta.num_rows, rows=meta.num_rows, source=source))
+    return jobs
+
+
+@dataclass(frozen=True)
 class AlignedShard:
     """One shard name across several aligned shard sets."""
 
@@ -294,15 +437,37 @@ def iter_aligned_batches(
         for f, cols in zip(files, columns)
     ]
     for batches in zip(*iters):
-        ids = batches[0].column("id")
-        merged = {name: batches[0].column(name) for name in batches[0].schema.names}
-        for batch, path in zip(batches[1:], shard.paths[1:]):
-            if not batch.column("id").equals(ids):
-                raise ValueError(f"{path}: ids do not match {shard.paths[0]} row for row")
-            for name in batch.schema.names:
-                if name != "id":
-                    merged[name] = batch.column(name)
-        yield pa.table(merged)
+        yield _join(batches, shard.paths)
+
+
+def read_aligned(shard: AlignedShard, columns: Sequence[Sequence[str] | None],
+                 row_group: int | None = None) -> pa.Table:
+    """One row group of an aligned shard (the whole shard when None) as one
+    table joining the sets' columns row by row; raises like `iter_aligned_batches`.
+    A column a set lacks is a ValueError naming the file."""
+    parts = []
+    for path, cols in zip(shard.paths, columns):
+        f = pq.ParquetFile(path)
+        missing = [c for c in _with_id(cols) or [] if c not in f.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        cols = _with_id(cols)
+        parts.append(f.read(columns=cols) if row_group is None
+                     else f.read_row_group(row_group, columns=cols))
+    return _join(parts, shard.paths)
+
+
+def _join(parts: Sequence, paths: Sequence[Path]) -> pa.Table:
+    """Tables or record batches of aligned sets -> one table; ids checked."""
+    ids = parts[0].column("id")
+    merged = {name: parts[0].column(name) for name in parts[0].schema.names}
+    for part, path in zip(parts[1:], paths[1:]):
+        if not part.column("id").equals(ids):
+            raise ValueError(f"{path}: ids do not match {paths[0]} row for row")
+        for name in part.schema.names:
+            if name != "id":
+                merged[name] = part.column(name)
+    return pa.table(merged)
 
 
 def _with_id(cols: Sequence[str] | None) -> list[str] | None:
@@ -326,7 +491,3 @@ def iter_rows(
             for row in table.to_pylist():
                 if split is None or row.get("split") == split:
                     yield row
-
-
-def table_from_rows(rows: Iterable[dict], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pylist(list(rows), schema=schema)

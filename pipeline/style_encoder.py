@@ -41,7 +41,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -209,60 +208,3 @@ def _load_vgg(path: Path) -> nn.Module:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{path}: not a torchvision VGG19 state_dict ({first})"[:300]) from None
     return vgg.float()
-
-
-# --- The style shard set (written by `featurize`, read by `train`) -------------------
-
-
-def style_schema(dim: int) -> pa.Schema:
-    """`style`: V(y) of the colour image; `style_aug`: K codes of distorted copies."""
-    return pa.schema([
-        ("id", pa.string()),
-        ("style", pa.list_(pa.float16(), dim)),
-        ("style_aug", pa.list_(pa.list_(pa.float16(), dim))),
-    ])
-
-
-def style_table(ids: list[str], style: np.ndarray, style_aug: np.ndarray,
-                valid: np.ndarray | None = None) -> pa.Table:
-    """Rows of codes -> a style_schema table; style [N,D], style_aug [N,K,D].
-
-    Rows with valid=False (an undecodable colour image) get null style and
-    style_aug, so the set stays aligned row for row with the colour set.
-    """
-    n, k, dim = len(ids), style_aug.shape[1], style.shape[1]
-    mask = None if valid is None else pa.array(~np.asarray(valid, dtype=bool))
-    codes = pa.FixedSizeListArray.from_arrays(
-        pa.array(style.astype(np.float16).reshape(-1)), dim, mask=mask)
-    aug_codes = pa.FixedSizeListArray.from_arrays(
-        pa.array(style_aug.astype(np.float16).reshape(-1)), dim)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-    aug = pa.ListArray.from_arrays(offsets, aug_codes, mask=mask)
-    return pa.Table.from_arrays([pa.array(ids, pa.string()), codes, aug], schema=style_schema(dim))
-
-
-def style_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A table with `style` and `style_aug` -> (style [N,D] float16,
-    style_aug [N,K,D] float16, valid [N] bool). Null rows come back as zeros
-    with valid=False; callers must drop them."""
-    style_col = table.column("style").combine_chunks()
-    dim = style_col.type.list_size
-    n = len(style_col)
-    valid = ~np.asarray(style_col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    style = np.zeros((n, dim), np.float16)
-    aug_col = table.column("style_aug").combine_chunks()
-    lengths = aug_col.value_lengths().fill_null(0).to_numpy()
-    k = int(lengths.max()) if n else 0
-    if np.any(lengths[valid] != k):
-        raise ValueError("style_aug rows hold different numbers of copies")
-    style_aug = np.zeros((n, k, dim), np.float16)
-    if valid.any():
-        style[valid] = _values(style_col.filter(pa.array(valid))).reshape(-1, dim)
-        if k:
-            aug_valid = aug_col.filter(pa.array(valid))
-            style_aug[valid] = _values(aug_valid.flatten()).reshape(-1, k, dim)
-    return style, style_aug, valid
-
-
-def _values(fixed: pa.Array) -> np.ndarray:
-    return fixed.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False)

@@ -1,4 +1,4 @@
-"""Procedural anime-style "toon" characters with exact part masks (spec section 3).
+"""Procedural anime-style "toon" characters with exact part masks. README: "Synthetic toon characters".
 
 A character is a `Geometry` (pose, framing, hair style, garments, background,
 light direction: every random choice, all JSON-able) plus a `Palette` (one base
@@ -42,13 +42,6 @@ SS = 3                       # supersampling factor (anti-aliasing)
 LINE_RGB = (36, 26, 32)      # outline ink: fixed, never part of a palette
 _FIX = 4                     # cv2 sub-pixel bits for polygon coordinates
 
-HAIR_STYLES = ("short", "bob", "long", "twintails", "ponytail")
-UPPER_TYPES = ("tshirt", "sailor", "jacket", "blouse")
-LOWER_TYPES = ("skirt", "pleated", "trousers", "shorts")
-ACCESSORIES = ("none", "bow", "beret", "neck_ribbon", "hairclip")
-MOUTHS = ("smile", "open", "cat", "small")
-BACKGROUNDS = ("flat", "gradient", "stripes", "dots")
-
 
 # ----------------------------------------------------------------------------- palette
 
@@ -68,7 +61,7 @@ class Palette:
     accessory: RGB
     background2: RGB  # second background colour (gradient end, stripes, dots)
 
-    def base_colors(self) -> dict[str, RGB]:
+    def base_colours(self) -> dict[str, RGB]:
         return {PARTS[k]: getattr(self, PARTS[k]) for k in range(7)}
 
     def to_json(self) -> str:
@@ -162,7 +155,7 @@ def tone_table(palette: Palette, shadow_depth: float) -> np.ndarray:
     anime cel shading does; highlights are lighter and slightly warm.
     """
     table = np.zeros((8, N_TONES, 3), np.float32)
-    base = palette.base_colors()
+    base = palette.base_colours()
     k = 1.0 - shadow_depth
     for lab in range(7):
         c = np.array(base[PARTS[lab]], np.float32)

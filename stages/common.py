@@ -1,12 +1,16 @@
-"""Shared entry-point plumbing for the thin DVC stage scripts.
+"""The one entry point of every DVC stage: `python -m stages <name>`.
 
-Stage scripts import this module first: Prefect reads its settings once, when
-it is imported, so the environment below has to be in place before then.
+This module is imported first (by `stages/__main__.py`): Prefect reads its
+settings once, when it is imported, so the environment below has to be in
+place before then.
 
-`run_stage("flows.ingest:ingest")`
-  1. validates params.yaml before the stage's modules (Prefect, torch) are even
-     imported, so a bad config fails in a second with one line naming the key
-     (exit 2); a `ConfigError` raised by the stage itself is one line, exit 2 too;
+`run_stage("ingest")`
+  1. validates params.yaml, then runs the stage's own checks of what params ask
+     of this machine (`STAGES[name][0]`: a library function that imports neither
+     Prefect nor torch nor TensorFlow: an input folder, weights, upstream
+     outputs), all before the stage's flow module is imported, so a bad config
+     fails in about a second with one line naming the key (exit 2); a
+     `ConfigError` raised by the stage itself later is one line, exit 2 too;
   2. stops within `STOP_GRACE_S` seconds of SIGINT (Ctrl-C) or SIGTERM with
      status 130 or 143 (see `stop_on_signals`).
 """
@@ -31,22 +35,38 @@ import time  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
 from pipeline.logs import setup_logging  # noqa: E402
 
+# stage -> (its checks of params against this machine, its flow's entry), as
+# "module:function". dvc.yaml runs `python -m stages <stage>` for each.
+STAGES = {
+    "ingest": ("pipeline.ingest:check_params", "flows.ingest:ingest"),
+    "extract": ("pipeline.sketch:check_params", "flows.extract:extract"),
+    "featurize": ("pipeline.featurize:check_params", "flows.featurize:featurize"),
+    "train": ("pipeline.train:check_params", "flows.train:train"),
+    "evaluate": ("pipeline.evaluate:check_params", "flows.evaluate:evaluate"),
+}
 STOP_GRACE_S = 5.0
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number
 _received: list[int] = []  # the first stop signal, once one arrived
 _exit_lock = threading.Lock()
 
 
-def run_stage(target: str, params: str = "params.yaml") -> None:
-    """Run the stage function `target` ("package.module:function") on the params."""
-    stage = target.rsplit(":", 1)[1]
+def main(argv: list[str]) -> None:
+    """`python -m stages <name>`."""
+    if len(argv) != 1 or argv[0] not in STAGES:
+        print(f"usage: python -m stages {{{'|'.join(STAGES)}}}", file=sys.stderr)
+        raise SystemExit(2)
+    run_stage(argv[0])
+
+
+def run_stage(stage: str, params: str = "params.yaml") -> None:
+    """Run `stage` (a key of STAGES) on the params ($S2P_PARAMS overrides the path)."""
+    check, body = (_function(target) for target in STAGES[stage])
     setup_logging()
     stop_on_signals(stage)
     try:
         cfg = load_config(os.environ.get("S2P_PARAMS", params))
-        module, function = target.split(":")
-        body = getattr(importlib.import_module(module), function)
-        body(cfg)
+        check()(cfg)
+        body()(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -54,6 +74,12 @@ def run_stage(target: str, params: str = "params.yaml") -> None:
         # Prefect has recorded the run as crashed; leave without waiting on
         # task threads that cannot be interrupted.
         exit_now(_received[0] if _received else signal.SIGINT)
+
+
+def _function(target: str):
+    """A loader of "module:function", so the module is imported only when called."""
+    module, name = target.split(":")
+    return lambda: getattr(importlib.import_module(module), name)
 
 
 def stop_on_signals(stage: str) -> None:

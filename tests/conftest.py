@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs TensorFlow (sketchKeras tests) and torchvision in one process:
+# importing TensorFlow first segfaults, so torch and torchvision load first, here.
+import torch  # noqa: F401, E402
+import torchvision  # noqa: F401, E402
+
 from pipeline.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +28,9 @@ TINY = {
     "data": {"resolution": 32, "shard_rows": 8, "row_group_rows": 4},
     "ingest": {"toon_count": 20, "min_size": 16, "chunks_in_flight": 2},
     "extract": {"batch_images": 4},
-    "featurize": {"input_size": 32, "augmented_copies": 1, "batch_size": 8},
+    # fc1 in fp32: what the tests were written for, whatever the defaults become.
+    "featurize": {"code": "fc1", "precision": "fp32", "input_size": 32, "augmented_copies": 1,
+                  "batch_size": 8},
     "model": {"depth": 2, "base_width": 8, "max_width": 32, "style_proj": 8,
               "disc_width": 8, "disc_depth": 3},
     "train": {"batch_size": 4, "max_steps": 4, "shuffle_buffer": 8, "log_every": 1,
@@ -91,7 +98,8 @@ def export_tiny_generator(root: Path, resolution: int = 32) -> Path:
 
     cfg = tiny_config()
     extra = {"resolution": resolution, "style_encoder": "random",
-             "featurize": {"weights": None, "input_size": resolution, "seed": 0}}
+             "featurize": {"code": "fc1", "precision": "fp32", "weights": None,
+                           "input_size": resolution, "seed": 0}}
     return save_generator(tiny_generator(cfg.model), cfg.model, root / "models" / "generator.pt",
                           extra)
 

@@ -29,7 +29,8 @@ def workdir(tmp_path_factory):
         cfg = tiny_config()
         G = tiny_generator(cfg.model)
         extra = {"resolution": RES, "style_encoder": "random",
-                 "featurize": {"weights": None, "input_size": RES, "seed": 0}}
+                 "featurize": {"code": "fc1", "precision": "fp32", "weights": None,
+                               "input_size": RES, "seed": 0}}
         save_generator(G, cfg.model, root / "models" / "generator.pt", extra)
         rng = np.random.default_rng(0)
         sketch = np.full((53, 37), 255, np.uint8)  # H=53, W=37: no multiple of 4

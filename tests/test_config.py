@@ -55,7 +55,7 @@ def test_stage_rejects_bad_params_before_work(tmp_path):
     params["data"]["root"] = str(tmp_path / "data")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "ingest.py")],
+        [sys.executable, "-m", "stages", "ingest"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
@@ -129,3 +129,31 @@ def test_unusable_params_paths_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", unreadable)
     with pytest.raises(ConfigError, match=r"params.yaml: unreadable \(Permission denied\)"):
         load_config(good)
+
+
+def test_params_yaml_holds_the_defaults_of_pipeline_config():
+    """pipeline/config.py is the one source of defaults; params.yaml mirrors it."""
+    from pipeline.params_file import differing_defaults
+
+    differ = differing_defaults(REPO / "params.yaml")
+    assert not differ, (
+        "params.yaml and pipeline/config.py disagree (key: (default, params.yaml)): "
+        f"{differ}; change the default in pipeline/config.py, then run "
+        "`python -m pipeline.params_file --sync-defaults params.yaml`")
+
+
+def test_sync_defaults_writes_the_defaults_and_keeps_comments(tmp_path):
+    from pipeline.config import Config
+    from pipeline.params_file import apply_overrides, differing_defaults, main
+
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    params.write_text(text)
+    defaults = Config()
+    count, steps = defaults.ingest.toon_count, defaults.train.max_steps
+    apply_overrides(params, {"ingest.toon_count": count + 7, "train.max_steps": steps + 7})
+    assert differing_defaults(params) == {"ingest.toon_count": (count, count + 7),
+                                          "train.max_steps": (steps, steps + 7)}
+    assert main(["--sync-defaults", str(params)]) == 0
+    assert params.read_text() == text  # values back, every comment where it was
+    assert differing_defaults(params) == {}

@@ -25,7 +25,7 @@ def write_dataset(cfg, n: int = 12) -> None:
     from pipeline.shards import (COLOR_SCHEMA, SKETCH_SCHEMA, content_id, pixel_sha256,
                                  shard_name, write_manifest, write_shard)
     from pipeline.sketch import make_extractor
-    from pipeline.style_encoder import style_table
+    from pipeline.shards import style_table
     import pyarrow as pa
 
     res, rows = cfg.data.resolution, cfg.data.row_group_rows
@@ -140,7 +140,7 @@ def test_stage_script_missing_checkpoint_is_one_line(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(f"data: {{root: {tmp_path / 'data'}, resolution: 32}}\nmodel: {{depth: 2}}\n")
     env = {**os.environ, "S2P_PARAMS": str(params), "PREFECT_HOME": str(tmp_path / "prefect")}
-    proc = subprocess.run([sys.executable, "stages/evaluate.py"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "stages", "evaluate"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

@@ -152,7 +152,7 @@ def test_stage_script_reports_a_config_error_in_one_line(tmp_path):
     params.write_text(f"data: {{root: {tmp_path / 'data'}}}\n"
                       f"extract: {{method: sketchkeras, weights: {tmp_path / 'mod.h5'}}}\n")
     env = {**os.environ, "S2P_PARAMS": str(params)}
-    proc = subprocess.run([sys.executable, "stages/extract.py"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "stages", "extract"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

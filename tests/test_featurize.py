@@ -17,7 +17,7 @@ from flows.featurize import featurize
 from pipeline.featurize import encoder_for, row_rng
 from pipeline.augment import distort_for_reference
 from pipeline.shards import COLOR_SCHEMA, read_manifest, shard_name, shard_paths, write_shard
-from pipeline.style_encoder import style_arrays
+from pipeline.shards import style_arrays
 from tests.conftest import tiny_config
 
 SIZE = 32

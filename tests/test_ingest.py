@@ -299,23 +299,24 @@ def test_resume_after_crash_keeps_done_shards(tmp_path, monkeypatch):
     # Crash while writing the third shard: earlier shards stay, no partial file.
     for p in shard_paths(shard_dir)[2:]:
         p.unlink()
-    real_write = ing.write_color_shard
+    real_write = ing.write_colour_shard
     calls = []
 
-    def crash_on_third(shard_dir_, index, *args):
+    def crash_on_third(job, *args):
+        index = int(job.name.removeprefix("shard-").removesuffix(".parquet"))
         calls.append(index)
         if index == 3:
             raise KeyboardInterrupt("simulated crash")
-        return real_write(shard_dir_, index, *args)
+        return real_write(job, *args)
 
-    monkeypatch.setattr(ing, "write_color_shard", crash_on_third)
+    monkeypatch.setattr(ing, "write_colour_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_ingest(cfg)
     assert calls == [2, 3]
     assert [p.name for p in shard_paths(shard_dir)] == list(first)[:3]
     assert not list(shard_dir.glob(".*tmp*"))
 
-    monkeypatch.setattr(ing, "write_color_shard", real_write)
+    monkeypatch.setattr(ing, "write_colour_shard", real_write)
     before = {p.name: p.stat().st_mtime_ns for p in shard_paths(shard_dir)}
     resumed = run_ingest(cfg)
     after = {p.name: p.read_bytes() for p in shard_paths(shard_dir)}

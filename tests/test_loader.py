@@ -20,7 +20,7 @@ from pipeline.train.loader import (
     shuffle_buffer_order,
     worker_context,
 )
-from pipeline.train.synthetic import write_fake_shards
+from synthetic import write_fake_shards
 
 DIM = 32  # style code length in these tests (the real one is 4096)
 

@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import (
-    _dvc_env,
-    apply_overrides,
-    flatten_metrics,
-    parse_overrides,
-    pipeline_flow,
-    report_markdown,
-    stage_timings,
-)
+from flows.repro import _dvc_env, flatten_metrics, pipeline_flow, report_markdown, stage_timings
 from pipeline.config import ConfigError
+from pipeline.params_file import apply_overrides, parse_overrides
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent

@@ -252,9 +252,9 @@ def _params(root: Path, **runner) -> Path:
     return path
 
 
-def _stage(script: str, params: Path, env: dict) -> float:
+def _stage(stage: str, params: Path, env: dict) -> float:
     t0 = time.monotonic()
-    run([sys.executable, REPO / "stages" / script], env={**env, "S2P_PARAMS": str(params)}, cwd=REPO,
+    run([sys.executable, "-m", "stages", stage], env={**env, "S2P_PARAMS": str(params)}, cwd=REPO,
         timeout=150)
     return time.monotonic() - t0
 
@@ -263,9 +263,9 @@ def test_extract_on_dask_workers_matches_inprocess(prefect_server, tmp_path):
     env = {**prefect_server["env"], "PYTHONPATH": str(REPO)}
     procs = prefect_server["procs"]
     local, remote = tmp_path / "local", tmp_path / "dask"
-    t_ingest = _stage("ingest.py", _params(local), env)
+    t_ingest = _stage("ingest", _params(local), env)
     shutil.copytree(local / "shards" / "color", remote / "shards" / "color")
-    t_local = _stage("extract.py", _params(local), env)
+    t_local = _stage("extract", _params(local), env)
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -284,7 +284,7 @@ def test_extract_on_dask_workers_matches_inprocess(prefect_server, tmp_path):
         wait_for(lambda: len(client.scheduler_info()["workers"]) >= 2, 60, "two dask workers")
         t_cluster = time.monotonic() - t0
         # runner.address null: the address comes from $S2P_DASK_ADDRESS.
-        t_dask = _stage("extract.py", _params(remote, kind="dask_address"),
+        t_dask = _stage("extract", _params(remote, kind="dask_address"),
                         {**env, "S2P_DASK_ADDRESS": address})
     print(f"\n[timing] ingest {t_ingest:.1f} s; extract in-process {t_local:.1f} s; dask cluster up "
           f"{t_cluster:.1f} s; extract on 2 dask workers {t_dask:.1f} s")

@@ -133,7 +133,8 @@ def test_info_reports_checkpoint_encoder_extractor_and_gallery(client, site):
     assert info["resolution"] == RES
     assert info["style_encoder"] == {"trained_with": "random", "in_use": "random",
                                      "random_fallback": True,
-                                     "settings": {"weights": None, "input_size": RES, "seed": 0}}
+                                     "settings": {"code": "fc1", "precision": "fp32",
+                                                  "weights": None, "input_size": RES, "seed": 0}}
     assert info["extractor"]["in_use"] == "classical"
     assert info["gallery"] == ["blue.jpg", "red.png"]  # broken.png left out
     assert info["sizes"][0]["value"] == RES and info["sizes"][-1]["value"] == 0

@@ -10,7 +10,7 @@ import pytest
 from pipeline import shards
 
 
-def color_rows(n, prefix="a"):
+def colour_rows(n, prefix="a"):
     return [
         {"id": f"{prefix}{i:015d}", "split": "train", "color": bytes([i]), "width": 1, "height": 1,
          "source": f"s{i}", "sha256": "0" * 64, "mask": None, "palette": None}
@@ -19,7 +19,7 @@ def color_rows(n, prefix="a"):
 
 
 def test_round_trip_and_metadata(tmp_path):
-    table = pa.Table.from_pylist(color_rows(10), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(10), schema=shards.COLOR_SCHEMA)
     path = shards.write_shard(tmp_path / shards.shard_name(0), table, "color", 4, "fp1")
     back = pq.read_table(path)
     assert back.to_pylist() == table.to_pylist()
@@ -32,7 +32,7 @@ def test_round_trip_and_metadata(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(3), schema=shards.COLOR_SCHEMA)
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -44,7 +44,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_truncated_file_is_not_complete(tmp_path):
-    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(3), schema=shards.COLOR_SCHEMA)
     path = shards.write_shard(tmp_path / "shard-00000.parquet", table, "color", 2)
     path.write_bytes(path.read_bytes()[:-20])
     assert not shards.is_complete_shard(path)
@@ -52,7 +52,7 @@ def test_truncated_file_is_not_complete(tmp_path):
 
 def test_aligned_rows_join_and_detect_misalignment(tmp_path):
     for i in range(2):
-        rows = color_rows(5, prefix=f"{i}")
+        rows = colour_rows(5, prefix=f"{i}")
         shards.write_shard(tmp_path / "color" / shards.shard_name(i),
                            pa.Table.from_pylist(rows, schema=shards.COLOR_SCHEMA), "color", 2)
         sketch = pa.Table.from_pylist([{"id": r["id"], "sketch": b"s" + r["color"]} for r in rows],
@@ -84,7 +84,7 @@ def test_split_is_deterministic_and_follows_ratios():
 def test_overwritten_bytes_are_damage_not_a_complete_shard(tmp_path):
     """The footer alone says nothing about the data: a byte changed inside a page
     must make the shard incomplete (it is rebuilt), not be trusted on resume."""
-    table = pa.Table.from_pylist(color_rows(50), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(50), schema=shards.COLOR_SCHEMA)
     path = shards.write_shard(tmp_path / "shard-00000.parquet", table, "color", 8, "fp")
     good = path.read_bytes()
     assert shards.shard_damage(path) is None and shards.is_complete_shard(path, 50, "fp")
@@ -101,7 +101,7 @@ def test_overwritten_bytes_are_damage_not_a_complete_shard(tmp_path):
 
 
 def test_shard_without_checksum_is_rebuilt(tmp_path):
-    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(3), schema=shards.COLOR_SCHEMA)
     table = table.replace_schema_metadata({b"s2p.schema_version": b"1"})
     pq.write_table(table, tmp_path / "shard-00000.parquet")  # as an older version wrote it
     assert "no content checksum" in shards.shard_damage(tmp_path / "shard-00000.parquet")
@@ -109,7 +109,7 @@ def test_shard_without_checksum_is_rebuilt(tmp_path):
 
 
 def test_partial_writes_of_a_killed_run_are_removed(tmp_path):
-    table = pa.Table.from_pylist(color_rows(3), schema=shards.COLOR_SCHEMA)
+    table = pa.Table.from_pylist(colour_rows(3), schema=shards.COLOR_SCHEMA)
     shards.write_shard(tmp_path / "shard-00000.parquet", table, "color", 2)
     left = [tmp_path / ".shard-00001.parquet.tmp-4242", tmp_path / "._manifest.json.tmp-7"]
     for path in left:

@@ -1,4 +1,4 @@
-"""Stage entry points (stages/*.py): one-line config errors, Prefect's environment,
+"""The stage entry point (`python -m stages <name>`): one-line config errors, Prefect's environment,
 and a prompt, resumable stop on SIGINT/SIGTERM. These start real stage processes."""
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def test_prefect_startup_timeout_is_set_before_prefect_reads_it():
     env = {k: v for k, v in os.environ.items()
            if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
     code = (
-        "import runpy; runpy.run_path('stages/ingest.py', run_name='imported')\n"
-        "import flows.ingest\n"  # what run_stage imports next
+        "import stages.common\n"  # what `python -m stages` imports first
+        "import flows.ingest\n"  # what run_stage imports after validation
         "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as T\n"
         "print(T.value())\n"
     )
@@ -67,7 +67,7 @@ def test_bad_params_file_is_one_line_exit_2(tmp_path, case):
         params.mkdir()
     else:
         params.write_bytes(content)
-    proc = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO, env=stage_env(params),
+    proc = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=stage_env(params),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -77,7 +77,7 @@ def test_bad_params_file_is_one_line_exit_2(tmp_path, case):
 
 def test_missing_ingest_folder_is_one_line_exit_2(tmp_path):
     params = write_params(tmp_path, ingest={"source": "folder", "folder": str(tmp_path / "gone")})
-    proc = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO, env=stage_env(params),
+    proc = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO, env=stage_env(params),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -102,7 +102,7 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
     params = write_params(tmp_path, ingest={"toon_count": 1000})
     shard_dir = tmp_path / "data" / "shards" / "color"
     log = (tmp_path / "stage.log").open("w")  # not a pipe: nothing may block on it
-    proc = subprocess.Popen([sys.executable, "stages/ingest.py"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "stages", "ingest"], cwd=REPO,
                             env=stage_env(params), stdout=log, stderr=log,
                             start_new_session=True)
     try:
@@ -130,7 +130,7 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
 
     if how == "sigterm":
         return  # resuming is the same as after Ctrl-C
-    rerun = subprocess.run([sys.executable, "stages/ingest.py"], cwd=REPO,
+    rerun = subprocess.run([sys.executable, "-m", "stages", "ingest"], cwd=REPO,
                            env=stage_env(params), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming" in rerun.stderr
@@ -138,3 +138,41 @@ def test_signal_stops_the_stage_promptly_and_a_rerun_resumes(tmp_path, how):
     assert metrics["images"] == 1000 and metrics["shards"] == 1000 // 8
     assert 0 < metrics["inputs_processed_this_run"] < 1000
     assert not list(shard_dir.glob(".*"))
+
+
+NOTHING_TO_RUN_ON = {
+    "ingest": ({"ingest": {"source": "folder", "folder": "/nonexistent"}}, "no such folder"),
+    "extract": ({"extract": {"method": "sketchkeras", "weights": "/nonexistent/mod.h5"}},
+                "extract.weights: /nonexistent/mod.h5 not found"),
+    "featurize": ({"featurize": {"runner": {"kind": "dask_address"}}}, "no colour shards"),
+    "train": ({}, "_manifest.json: not found (run the ingest stage first)"),
+    "evaluate": ({}, "generator.pt: not found (run the train stage first)"),
+}
+HEAVY = ("prefect", "torch", "tensorflow", "keras")
+
+
+@pytest.mark.parametrize("stage", sorted(NOTHING_TO_RUN_ON))
+def test_config_errors_come_before_prefect_torch_or_tensorflow_is_imported(tmp_path, stage):
+    """What params ask of this machine (a folder, weights, upstream outputs) is
+    checked by the stage's library before its flow module is imported: the
+    one-line error comes in about a second (README: Reliability)."""
+    sections, message = NOTHING_TO_RUN_ON[stage]
+    params = write_params(tmp_path, **sections)
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['stages', {stage!r}]\n"
+            "try:\n    runpy.run_module('stages', run_name='__main__')\n"
+            "finally:\n"
+            f"    print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=stage_env(params),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.strip() == "[]", f"imported before the error: {proc.stdout}"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_unknown_stage_is_usage_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "stages", "nope"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "usage: python -m stages {ingest|extract|featurize|train|evaluate}"

@@ -147,8 +147,8 @@ def test_palette_json_round_trip_and_validation():
     p = sample_palette(np.random.default_rng(0))
     q = Palette.from_json(p.to_json())
     assert q == p and q.to_json() == p.to_json()
-    assert list(p.base_colors()) == [PARTS[k] for k in range(7)]
-    assert p.base_colors()["hair"] == p.hair
+    assert list(p.base_colours()) == [PARTS[k] for k in range(7)]
+    assert p.base_colours()["hair"] == p.hair
     bad = p.to_json().replace('"hair"', '"hare"')
     with pytest.raises(ValueError, match="keys"):
         Palette.from_json(bad)

@@ -18,7 +18,7 @@ from pipeline.train.checkpoint import (
     set_rng_state,
 )
 from pipeline.train.loader import ShardStream
-from pipeline.train.synthetic import write_fake_shards
+from synthetic import write_fake_shards
 
 CPU = torch.device("cpu")
 KEYS = ("sketch", "color", "reference", "style", "flipped")

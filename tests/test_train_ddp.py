@@ -13,18 +13,18 @@ import torch
 
 from conftest import REPO, tiny_config
 from pipeline.jsonio import read_json
-from pipeline.train.synthetic import write_fake_shards
+from synthetic import write_fake_shards
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
-    from pipeline.train import ddp
+    from pipeline.train import launch
 
     cfg = tiny_config(tmp_path, train={"nproc": 2, "max_steps": 4, "device": "cpu"})
     write_fake_shards(cfg.data_root, 24, 32, shard_rows=8, row_group_rows=4)
     started = time.perf_counter()
-    ddp.launch(cfg, 2)
+    launch.launch(cfg, 2)
     assert time.perf_counter() - started < 60
     metrics = read_json(cfg.data_root / "metrics/train.json")
     assert metrics["world_size"] == 2 and metrics["steps"] == 4
@@ -36,7 +36,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 
 def _run(cfg_path, env, wait=True):
-    cmd = [sys.executable, "-m", "pipeline.train.ddp", str(cfg_path)]
+    cmd = [sys.executable, "-m", "pipeline.train.launch", str(cfg_path)]
     if wait:
         return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from pipeline.jsonio import write_json
 from pipeline.models import load_generator
 from pipeline.train.loop import cpu_has_bf16
-from pipeline.train.synthetic import write_fake_shards
+from synthetic import write_fake_shards
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

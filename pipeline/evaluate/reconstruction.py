@@ -57,14 +57,12 @@ def held_out_batches(root, split: str, batch_size: int, limit: int):
     Rows are read from the aligned colour/sketch/style shard sets in shard order,
     at most `limit` of them, grouped by image size so each batch stacks.
     """
-    from pathlib import Path
-
     from pipeline.images import decode_stored
+    from pipeline.layout import SHARD_SETS, Layout
     from pipeline.shards import iter_rows
 
-    shards = Path(root) / "shards"
     rows = iter_rows(
-        [shards / "color", shards / "sketch", shards / "style"],
+        [Layout(root).shards(name) for name in SHARD_SETS],
         columns=[["split", "color"], ["sketch"], ["style"]],
         split=split,
     )

@@ -3,7 +3,7 @@ decoders), the 4096-d discriminator, and the generator's export format."""
 from __future__ import annotations
 
 from pipeline.config import ModelConfig
-from pipeline.models.checkpoint import CheckpointError, load_generator, save_generator
+from pipeline.models.export import CheckpointError, load_generator, save_generator
 from pipeline.models.discriminator import Discriminator
 from pipeline.models.generator import Generator
 

@@ -47,8 +47,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as AnyHTTPException
 
-from pipeline.colorize import ColorizeError, looks_coloured, resize_long_side, to_grey
-from pipeline.images import Rejected, decode_rgb, encode_image
+from pipeline.colorize import ColorizeError, looks_coloured, to_grey
+from pipeline.images import Rejected, decode_rgb, encode_image, resize_long_side
 from pipeline.serve.server import Limits
 
 log = logging.getLogger("s2p.serve")
@@ -73,7 +73,7 @@ class GalleryImage:
 def load_gallery(folder: Path, colorizer, limits: Limits) -> dict[str, GalleryImage]:
     """Every readable image in `folder`, by file name; unreadable ones are skipped
     with a warning line; none readable is an error."""
-    from pipeline.cli import image_files
+    from pipeline.colorize import image_files
 
     if not folder.is_dir():
         raise ColorizeError(f"{folder}: no such folder (--references)")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.config import ConfigError, ExtractConfig
+from pipeline.config import Config, ConfigError, ExtractConfig, dask_address
 
 log = logging.getLogger("s2p.sketch")
 
@@ -62,6 +62,16 @@ def resolve_method(cfg: ExtractConfig, logger: logging.Logger | None = None) -> 
         "(method_used=classical in metrics)", cfg.weights, cfg.classical,
     )
     return "classical"
+
+
+def check_params(cfg: Config) -> None:
+    """What params.yaml asks of this machine, checked before any work (and before
+    Prefect or TensorFlow is imported): sketchKeras weights when
+    extract.method is sketchkeras, a Dask runner's address. Raises ConfigError."""
+    if cfg.extract.method == "sketchkeras":
+        resolve_method(cfg.extract)  # raises when the weights file is missing
+    if cfg.extract.runner.kind == "dask_address":
+        dask_address(cfg.extract.runner, "extract")
 
 
 def file_sha256(path: Path) -> str:

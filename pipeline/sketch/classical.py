@@ -73,7 +73,7 @@ class ClassicalExtractor:
                 "variant": self.variant, "work_size": self.work_size}
 
     def line_map(self, rgb: np.ndarray) -> tuple[process.Prepared, np.ndarray]:
-        small = process.resize_long_side(rgb, self.work_size)
+        small = process.resize_to_work_size(rgb, self.work_size)
         prep = process.Prepared(None, small.shape[0], small.shape[1], rgb.shape[0], rgb.shape[1])
         return prep, LINES[self.name](small).astype(np.float32)
 

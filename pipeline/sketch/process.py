@@ -1,6 +1,6 @@
 """sketchKeras pre- and post-processing, shared by the network and the classical extractors.
 
-Follows lllyasviel/sketchKeras `main.py` + `helper.py` step by step (spec §1):
+Follows lllyasviel/sketchKeras `main.py` + `helper.py` step by step (README: "Sketch extraction"):
   1. resize so the long side is `work` (512 in the original) with INTER_AREA, the
      short side truncated as `int(work / long * short)`;
   2. per colour channel, high-pass = channel - GaussianBlur(channel, sigma 3), both
@@ -39,7 +39,8 @@ class Prepared:
     orig_width: int
 
 
-def resize_long_side(rgb: np.ndarray, work: int) -> np.ndarray:
+def resize_to_work_size(rgb: np.ndarray, work: int) -> np.ndarray:
+    """Step 1: long side to `work`, the short side truncated as the original does."""
     height, width = float(rgb.shape[0]), float(rgb.shape[1])
     if width > height:
         size = (work, int(work / width * height))
@@ -66,7 +67,7 @@ def normalise(light: np.ndarray) -> np.ndarray:
 
 
 def prepare(rgb: np.ndarray, work: int) -> Prepared:
-    small = resize_long_side(rgb, work)
+    small = resize_to_work_size(rgb, work)
     light = normalise(high_pass(small))
     planes = np.zeros((3, work, work), dtype=np.float32)
     h, w = small.shape[:2]

@@ -27,7 +27,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.jsonio import atomic_path
-from pipeline.models.checkpoint import CheckpointError, load_tensors
+from pipeline.models.export import CheckpointError, load_tensors
 from pipeline.shards import remove_partial_writes
 from pipeline.train.loader import shard_dirs
 

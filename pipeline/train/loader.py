@@ -36,11 +36,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.config import Config
-from pipeline.shards import aligned_shards
+from pipeline.images import decode_stored
+from pipeline.layout import SHARD_SETS, Layout
+from pipeline.shards import aligned_shards, read_aligned
 
 log = logging.getLogger("s2p.train.loader")
 
-SETS = ("color", "sketch", "style")
 COLUMNS = (["split", "color"], ["sketch"], ["style", "style_aug"])
 
 
@@ -56,7 +57,7 @@ class Unit:
 
 
 def shard_dirs(root: str | Path) -> list[Path]:
-    return [Path(root) / "shards" / name for name in SETS]
+    return [Layout(root).shards(name) for name in SHARD_SETS]
 
 
 def _row_groups(path: Path) -> tuple[int, list[int]]:
@@ -135,7 +136,7 @@ def batches_taken(step: int, worker: int, workers: int) -> int:
 class ShardStream(IterableDataset):
     """Endless stream of training samples for one DDP rank.
 
-    Each sample: sketch [1,H,W] and color [3,H,W] float32 in [-1,1] (white
+    Each sample: sketch [1,H,W] and colour [3,H,W] float32 in [-1,1] (white
     paper = +1), style [D] (the target's own V(y), for the discriminator),
     reference [D] (the generator's style input: a distorted copy's code when
     `self_reference` is on, else `style`), flipped (whether sketch and colour
@@ -236,20 +237,12 @@ class ShardStream(IterableDataset):
     def _read_unit(self, u: int, wanted: list[int]) -> dict[tuple[int, int], dict]:
         unit = self.units[u]
         shard = self.shards[unit.shard]
-        cols = {}
-        for path, names in zip(shard.paths, COLUMNS):
-            f = pq.ParquetFile(path)
-            missing = [n for n in ("id", *names) if n not in f.schema_arrow.names]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {missing}")
-            table = (f.read_row_group(unit.group, columns=["id", *names])
-                     if unit.group is not None else f.read(columns=["id", *names]))
-            if "id" in cols and not table.column("id").equals(cols["id"]):
-                raise DataError(f"{path}: ids do not match {shard.paths[0]} row for row")
-            for name in table.column_names:
-                cols.setdefault(name, table.column(name))
+        try:
+            cols = read_aligned(shard, COLUMNS, unit.group)
+        except ValueError as err:  # a missing column, ids that disagree
+            raise DataError(str(err)) from None
         idx = pa.array(sorted(set(wanted)), type=pa.int64())
-        taken = {k: v.take(idx) for k, v in cols.items()}
+        taken = {k: cols.column(k).take(idx) for k in cols.column_names}
         style = _fixed_lists(taken["style"], self.style_dim, shard.paths[2])
         augs = _style_aug(taken["style_aug"], self.style_dim, shard.paths[2])
         out = {}
@@ -267,11 +260,11 @@ class ShardStream(IterableDataset):
     def _decode(self, row: dict, epoch: int, u: int, r: int) -> dict | None:
         rng = _seed(self.seed, epoch, u, r, 2)
         try:
-            color, sketch = decode_pair(row["color"], row["sketch"], self.resolution)
+            colour, sketch = decode_pair(row["color"], row["sketch"], self.resolution)
         except ValueError as err:
             log.warning("%s: row %s skipped: %s", row["where"], row["id"], err)
             return None
-        color, sketch, flipped = augment_pair(color, sketch, rng, self.crop, self.flip)
+        colour, sketch, flipped = augment_pair(colour, sketch, rng, self.crop, self.flip)
         style = row["style"]
         if self.self_reference:
             augs = row["style_aug"]
@@ -287,7 +280,7 @@ class ShardStream(IterableDataset):
         return {
             "id": row["id"],
             "sketch": to_tensor(sketch),
-            "color": to_tensor(color),
+            "color": to_tensor(colour),
             "style": torch.from_numpy(style.astype(np.float32)),
             "reference": torch.from_numpy(reference.astype(np.float32)),
             "flipped": torch.tensor(flipped),
@@ -313,25 +306,26 @@ def _style_aug(col, dim: int, path: Path) -> list[np.ndarray]:
     return [codes[offsets[i] - base:offsets[i + 1] - base] for i in range(len(arr))]
 
 
-def decode_pair(color_png: bytes, sketch_png: bytes,
+def decode_pair(colour_png: bytes, sketch_png: bytes,
                 resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 HxWx3, grey uint8 HxW), both resized to resolution² if needed."""
-    color = cv2.imdecode(np.frombuffer(color_png or b"", np.uint8), cv2.IMREAD_COLOR)
-    sketch = cv2.imdecode(np.frombuffer(sketch_png or b"", np.uint8), cv2.IMREAD_GRAYSCALE)
-    if color is None:
-        raise ValueError("colour image does not decode")
-    if sketch is None:
-        raise ValueError("sketch does not decode")
-    if sketch.shape != color.shape[:2]:
-        raise ValueError(f"sketch {sketch.shape} and colour {color.shape[:2]} differ in size")
-    color = cv2.cvtColor(color, cv2.COLOR_BGR2RGB)
-    if color.shape[:2] != (resolution, resolution):
-        color = cv2.resize(color, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    try:
+        colour = decode_stored(colour_png, 3)
+    except ValueError:
+        raise ValueError("colour image does not decode") from None
+    try:
+        sketch = decode_stored(sketch_png, 1)
+    except ValueError:
+        raise ValueError("sketch does not decode") from None
+    if sketch.shape != colour.shape[:2]:
+        raise ValueError(f"sketch {sketch.shape} and colour {colour.shape[:2]} differ in size")
+    if colour.shape[:2] != (resolution, resolution):
+        colour = cv2.resize(colour, (resolution, resolution), interpolation=cv2.INTER_AREA)
         sketch = cv2.resize(sketch, (resolution, resolution), interpolation=cv2.INTER_AREA)
-    return color, sketch
+    return colour, sketch
 
 
-def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,
+def augment_pair(colour: np.ndarray, sketch: np.ndarray, rng: np.random.Generator,
                  crop: int, flip: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     """One random crop window and one flip decision, applied to both images;
     returns whether they were flipped (D's target is V of the unflipped image)."""
@@ -339,11 +333,11 @@ def augment_pair(color: np.ndarray, sketch: np.ndarray, rng: np.random.Generator
         h, w = sketch.shape
         y = int(rng.integers(h - crop + 1))
         x = int(rng.integers(w - crop + 1))
-        color, sketch = color[y:y + crop, x:x + crop], sketch[y:y + crop, x:x + crop]
+        colour, sketch = colour[y:y + crop, x:x + crop], sketch[y:y + crop, x:x + crop]
     flipped = bool(flip and rng.random() < 0.5)
     if flipped:
-        color, sketch = color[:, ::-1], sketch[:, ::-1]
-    return color, sketch, flipped
+        colour, sketch = colour[:, ::-1], sketch[:, ::-1]
+    return colour, sketch, flipped
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -406,16 +400,16 @@ def fixed_rows(root: str | Path, n: int, resolution: int, style_dim: int = 4096)
                 continue
             for row in stream._read_unit(u, rows[: n - len(picked)].tolist()).values():
                 try:
-                    color, sketch = decode_pair(row["color"], row["sketch"], resolution)
+                    colour, sketch = decode_pair(row["color"], row["sketch"], resolution)
                 except ValueError:
                     continue
-                picked.append({"color": color, "sketch": sketch, "style": row["style"]})
+                picked.append({"color": colour, "sketch": sketch, "style": row["style"]})
             if len(picked) >= n:
                 break
     if not picked:
         raise DataError(f"{shard_dirs(root)[0]}: no decodable rows for the sample grid")
     return {
-        "color_u8": np.stack([p["color"] for p in picked]),
+        "colour_u8": np.stack([p["color"] for p in picked]),
         "sketch": torch.stack([to_tensor(p["sketch"]) for p in picked]),
         "color": torch.stack([to_tensor(p["color"]) for p in picked]),
         "style": torch.from_numpy(np.stack([p["style"] for p in picked]).astype(np.float32)),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -33,9 +32,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.config import Config
 from pipeline.jsonio import read_json, write_json
+from pipeline.layout import Layout
 from pipeline.losses import discriminator_losses, generator_losses
 from pipeline.models import build_discriminator, build_generator, save_generator
-from pipeline.train import ddp
+from pipeline.train import distributed
 from pipeline.train.checkpoint import (
     CheckpointMismatch,
     load_checkpoint,
@@ -46,6 +46,7 @@ from pipeline.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from pipeline.train.curves import first_logged, log_window, open_curves, trim_curves
 from pipeline.train.loader import DataError, fixed_rows, make_loader
 from pipeline.train.monitor import Monitor
 from pipeline.train.samples import render_grid, write_grid
@@ -54,16 +55,6 @@ log = logging.getLogger("s2p.train")
 
 GRID_ROWS = 6
 FINAL_WINDOW = 50  # steps averaged into the final metrics
-
-
-class Paths:
-    def __init__(self, root: Path):
-        self.root = root
-        self.checkpoint = root / "train" / "checkpoints" / "latest.pt"
-        self.samples = root / "train" / "samples"
-        self.dvclive = root / "train" / "dvclive"
-        self.metrics = root / "metrics" / "train.json"
-        self.generator = root / "models" / "generator.pt"
 
 
 def cpu_has_bf16() -> bool:
@@ -75,7 +66,7 @@ def cpu_has_bf16() -> bool:
 class Trainer:
     """G, D, their optimisers and one training step; no I/O."""
 
-    def __init__(self, cfg: Config, device: torch.device, d: ddp.Dist = ddp.Dist()):
+    def __init__(self, cfg: Config, device: torch.device, d: distributed.Dist = distributed.Dist()):
         self.cfg, self.device = cfg, device
         t = cfg.train
         self.cuda = device.type == "cuda"
@@ -162,7 +153,7 @@ def style_statistics(root: Path, dim: int, max_rows: int = 4096):
     import pyarrow.compute as pc
 
     from pipeline.shards import aligned_shards, iter_aligned_batches
-    from pipeline.style_encoder import style_arrays
+    from pipeline.shards import style_arrays
     from pipeline.train.loader import shard_dirs
 
     colour_dir, _, style_dir = shard_dirs(root)
@@ -205,98 +196,66 @@ def budget_reached(cfg: Config, step: int, seconds: float) -> bool:
     return t.max_minutes is not None and seconds >= t.max_minutes * 60
 
 
-def _live(paths: Paths, resume: bool):
-    from dvclive import Live
-
-    class FilesOnly(Live):
-        """dvclive as a writer of metric files only. The project's dvc.yaml
-        declares the plots, and experiments are not used, so its DVC/Git
-        integration is skipped: it would `dvc init` a Git repo that lacks DVC
-        and fails outright in a Git repo without commits (dvclive 3.49)."""
-
-        def _init_dvc(self):
-            self._dvc_file = None
-
-    return FilesOnly(dir=str(paths.dvclive), resume=resume, dvcyaml=False, save_dvc_exp=False,
-                     report=None)
-
-
-def _trim_dvclive(folder: Path, step: int) -> None:
-    """Drop logged rows at or after `step`: a crashed run logged them after its
-    last checkpoint, and the resumed run logs those steps again."""
-    for tsv in (folder / "plots" / "metrics").rglob("*.tsv"):
-        lines = tsv.read_text().splitlines()
-        if not lines:
-            continue
-        head = lines[0].split("\t")
-        col = head.index("step") if "step" in head else None
-        keep = [lines[0]] + [ln for ln in lines[1:]
-                             if col is None or int(ln.split("\t")[col]) < step]
-        tsv.write_text("\n".join(keep) + "\n")
-
-
-def _first_logged(folder: Path) -> dict[str, float]:
-    first = {}
-    for tsv in sorted((folder / "plots" / "metrics" / "loss").glob("*.tsv")):
-        lines = tsv.read_text().splitlines()
-        if len(lines) > 1:
-            head, row = lines[0].split("\t"), lines[1].split("\t")
-            first[tsv.stem] = round(float(row[head.index(tsv.stem)]), 6)
-    return first
-
-
-def _upstream(root: Path) -> dict:
-    featurize = read_json(root / "metrics" / "featurize.json", default={})
-    extract = read_json(root / "metrics" / "extract.json", default={})
+def _upstream(layout: Layout) -> dict:
+    featurize = read_json(layout.metrics("featurize"), default={})
+    extract = read_json(layout.metrics("extract"), default={})
     source = {"style_encoder": featurize.get("style_encoder"),
               "extractor": extract.get("method_used")}
     for key, stage in (("style_encoder", "featurize"), ("extractor", "extract")):
         if source[key] is None:
             log.warning("train: %s unknown (%s has no metrics/%s.json); recorded as null",
-                        key, root, stage)
+                        key, layout.root, stage)
     return source
 
 
 def train(cfg: Config) -> dict | None:
     """Train to the budget (resuming from the latest checkpoint when it belongs
     to this run), export the generator. Returns the metrics on rank 0."""
-    d = ddp.from_env()
-    device = ddp.select_device(cfg, d)
-    ddp.init(d, device)
+    d = distributed.from_env()
+    device = distributed.select_device(cfg, d)
+    distributed.init(d, device)
     try:
         return _train(cfg, d, device)
     finally:
-        ddp.shutdown()
+        distributed.shutdown()
 
 
-def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
-    t = cfg.train
-    paths = Paths(cfg.data_root)
-    seed_everything(t.seed, device)  # same initial weights on every rank
-    trainer = Trainer(cfg, device, d)
-    identity = run_identity(cfg)
-
+def _restore(cfg: Config, trainer: Trainer, identity: dict, d: distributed.Dist):
+    """Load the latest checkpoint when it belongs to this run and prepare rank 0's
+    output folders; returns (start step, seconds so far, checkpoint or None,
+    the summary stored with it)."""
+    layout = cfg.layout
     start, seconds, ckpt, summary = 0, 0.0, None, {}
-    if paths.checkpoint.is_file():
+    if layout.checkpoint.is_file():
         try:
-            ckpt = load_checkpoint(paths.checkpoint, identity)
+            ckpt = load_checkpoint(layout.checkpoint, identity)
         except CheckpointMismatch as why:
             log.warning("train: %s; starting from step 0", why)
     if ckpt is not None:
         trainer.load(ckpt)
         start, seconds = int(ckpt["step"]), float(ckpt["seconds"])
         summary = json.loads(ckpt["summary"])
-        log.info("train: resuming from %s at step %d", paths.checkpoint, start)
-    ddp.barrier()  # every rank has read the checkpoint before rank 0 touches its folder
+        log.info("train: resuming from %s at step %d", layout.checkpoint, start)
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 touches its folder
     if d.main:
-        remove_killed_saves(paths.checkpoint, paths.generator)
+        remove_killed_saves(layout.checkpoint, layout.generator)
         if ckpt is None:  # a mismatched checkpoint stays until this run saves its own
-            for folder in (paths.samples, paths.dvclive):
+            for folder in (layout.train_samples, layout.dvclive):
                 shutil.rmtree(folder, ignore_errors=True)
         else:
-            _trim_dvclive(paths.dvclive, start + 1)
-    ddp.barrier()
+            trim_curves(layout.dvclive, start + 1)
+    distributed.barrier()
+    return start, seconds, ckpt, summary
 
+
+def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | None:
+    t = cfg.train
+    layout = cfg.layout
+    seed_everything(t.seed, device)  # same initial weights on every rank
+    trainer = Trainer(cfg, device, d)
+    identity = run_identity(cfg)
+
+    start, seconds, ckpt, summary = _restore(cfg, trainer, identity, d)
     loader = make_loader(cfg, start_step=start, rank=d.rank, world=d.world,
                          pin_memory=device.type == "cuda")
     if ckpt is None:  # a resumed G already holds them
@@ -304,7 +263,7 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
         trainer.G.set_style_stats(mean.to(device), std.to(device))
     grid_rows = (fixed_rows(cfg.data_root, GRID_ROWS, cfg.data.resolution, cfg.model.style_dim)
                  if d.main else None)
-    live = _live(paths, resume=ckpt is not None) if d.main else None
+    live = open_curves(layout.dvclive, resume=ckpt is not None) if d.main else None
     monitor = Monitor(cfg, trainer.G, device) if d.main and t.monitor_pairs else None
     watched: dict = summary.get("monitor", {})
     if ckpt is not None:
@@ -331,15 +290,15 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
                 rate = images * len(window) / (now - window_started)
                 if monitor is not None and step % t.monitor_every == 0:
                     watched = monitor.score()  # not counted in images/s
-                _log(live, window, step, cfg, rate, bar,
-                     watched if step % t.monitor_every == 0 else {})
+                log_window(live, window, step, cfg, rate, bar,
+                           watched if step % t.monitor_every == 0 else {})
                 window, window_started = [], time.perf_counter()
             if step % t.sample_every == 0 or step == start + 1:
-                write_grid(render_grid(trainer.G, grid_rows, device), paths.samples, step)
+                write_grid(render_grid(trainer.G, grid_rows, device), layout.train_samples, step)
         seconds = seconds_before + time.perf_counter() - run_started
         done = budget_reached(cfg, step, seconds)
         if t.max_minutes is not None:  # clocks differ: rank 0's word must hold for all
-            done = ddp.any_rank(done, device)
+            done = distributed.any_rank(done, device)
         if monitor is not None and done and step % t.monitor_every:
             watched = monitor.score()  # the final step's scores, kept with the checkpoint
         if d.main and (step % t.checkpoint_every == 0 or done):
@@ -347,20 +306,20 @@ def _train(cfg: Config, d: ddp.Dist, device: torch.device) -> dict | None:
             summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
                        "images_per_s": rate, "monitor": watched,
                        "loss_window": losses_to_json(recent)}
-            save_checkpoint(paths.checkpoint, **trainer.state(), step=step, seconds=seconds,
+            save_checkpoint(layout.checkpoint, **trainer.state(), step=step, seconds=seconds,
                             cfg=cfg, identity=identity, summary=summary)
     if not d.main:
         return None
     bar.close()
     if window:
         now = time.perf_counter()
-        _log(live, window, step, cfg, images * len(window) / (now - window_started), None,
-             watched if step % t.monitor_every else {})
+        log_window(live, window, step, cfg, images * len(window) / (now - window_started), None,
+                   watched if step % t.monitor_every else {})
     if step > start and step % t.sample_every:
-        write_grid(render_grid(trainer.G, grid_rows, device), paths.samples, step)
+        write_grid(render_grid(trainer.G, grid_rows, device), layout.train_samples, step)
     live.end()
     # `summary` is the one stored with the final checkpoint.
-    return _finish(cfg, trainer, paths, step, start, seconds, summary, device, d)
+    return _finish(cfg, trainer, layout, step, start, seconds, summary, device, d)
 
 
 def _mean(terms) -> dict[str, float]:
@@ -376,38 +335,12 @@ def _progress(cfg: Config, start: int):
                 mininterval=5)
 
 
-def _log_monitor(live, scores: dict[str, float]) -> None:
-    for k, v in scores.items():
-        live.log_metric(f"monitor/{k}", v)
-
-
-def _log(live, window: list[dict], step: int, cfg: Config, images_per_s: float, bar,
-         watched: dict[str, float]) -> None:
-    """Log the window's mean of every loss term, the learning rates, images/s and
-    the monitor's scores when it ran at this step."""
-    mean = {k: float(torch.stack([w[k] for w in window]).mean()) for k in window[0]}
-    if not math.isfinite(mean["g_total"]) or not math.isfinite(mean["d_total"]):
-        raise FloatingPointError(f"train: loss is not finite at step {step}: {mean}")
-    live.step = step
-    for k, v in mean.items():
-        live.log_metric(f"loss/{k}", v)
-    live.log_metric("lr/g", cfg.train.lr_g)
-    live.log_metric("lr/d", cfg.train.lr_d)
-    live.log_metric("images_per_s", images_per_s)
-    _log_monitor(live, watched)
-    live.next_step()
-    if bar is not None:
-        bar.set_postfix_str(f"g {mean['g_total']:.4f} (l1 {mean['g_l1']:.4f}) "
-                            f"d {mean['d_total']:.4f}", refresh=False)
-    log.debug("train: step %d %s", step, mean)
-
-
-def _finish(cfg, trainer, paths, step, start, seconds, summary, device, d) -> dict:
+def _finish(cfg, trainer, layout, step, start, seconds, summary, device, d) -> dict:
     """Export the generator and write metrics/train.json. `summary` holds the
     final-window losses and images/s (from the checkpoint when this run added
     no steps)."""
     steps_this_run = step - start
-    upstream = _upstream(paths.root)
+    upstream = _upstream(layout)
     extra = {
         "resolution": cfg.data.resolution,
         "featurize": cfg.featurize.model_dump(
@@ -418,7 +351,7 @@ def _finish(cfg, trainer, paths, step, start, seconds, summary, device, d) -> di
         "train": {"steps": step, "seed": cfg.train.seed, "batch_size": cfg.train.batch_size,
                   "world_size": d.world},
     }
-    save_generator(trainer.G, cfg.model, paths.generator, extra=extra)
+    save_generator(trainer.G, cfg.model, layout.generator, extra=extra)
     final = summary.get("loss_final", {})
     metrics = {
         "steps": step,
@@ -428,7 +361,7 @@ def _finish(cfg, trainer, paths, step, start, seconds, summary, device, d) -> di
         "images_per_s": round(summary.get("images_per_s", 0.0), 2),
         "loss_final": final,
         "loss_final_window": summary.get("loss_final_window", 0),
-        "loss_first_logged": _first_logged(paths.dvclive),
+        "loss_first_logged": first_logged(layout.dvclive),
         "monitor_final": summary.get("monitor", {}),
         "device": str(device.type),
         "world_size": d.world,
@@ -436,7 +369,7 @@ def _finish(cfg, trainer, paths, step, start, seconds, summary, device, d) -> di
         "compile": cfg.train.compile,
         **upstream,
     }
-    write_json(paths.metrics, metrics)
+    write_json(layout.metrics("train"), metrics)
     log.info("train: %d steps (%d this run) in %.0f s, %.1f images/s; final g_l1 %s",
              step, steps_this_run, seconds, metrics["images_per_s"], final.get("g_l1"))
     return metrics

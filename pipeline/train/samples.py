@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+
+from pipeline.images import encode_image
+from pipeline.jsonio import atomic_path
 
 KEEP = 4
 GAP = 2
@@ -45,8 +47,8 @@ def render_grid(G: torch.nn.Module, rows: dict, device: torch.device) -> np.ndar
         G.train(was_training)
     tiles = []
     for i in range(n):
-        cells = [_u8(rows["sketch"][i]), rows["color_u8"][int(ref[i])], _u8(out[i]),
-                 rows["color_u8"][i]]
+        cells = [_u8(rows["sketch"][i]), rows["colour_u8"][int(ref[i])], _u8(out[i]),
+                 rows["colour_u8"][i]]
         tiles.append(_hstack(cells))
     return _vstack(tiles)
 
@@ -80,9 +82,5 @@ def write_grid(grid: np.ndarray, folder: Path, step: int) -> Path:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encode_image(rgb, "png_fast"))

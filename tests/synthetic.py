@@ -1,4 +1,4 @@
-"""Tiny aligned colour/sketch/style shard sets for tests and benchmarks.
+"""Tiny aligned colour/sketch/style shard sets for tests and benchmarks/train.py.
 
 Not a dataset generator for training (that is ingest's toon source): these
 are random flat-colour shapes with a sketch made from them, and style codes
@@ -13,19 +13,17 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from pipeline.images import encode_image
+from pipeline.layout import SHARD_SETS, Layout
 from pipeline.shards import (
     COLOR_SCHEMA,
     SKETCH_SCHEMA,
     assign_split,
     shard_name,
+    style_schema,
     write_manifest,
     write_shard,
 )
-
-
-def style_schema(dim: int) -> pa.Schema:
-    code = pa.list_(pa.float16(), dim)
-    return pa.schema([("id", pa.string()), ("style", code), ("style_aug", pa.list_(code))])
 
 
 def _image(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -56,10 +54,7 @@ def _code(img: np.ndarray, proj: np.ndarray) -> np.ndarray:
 
 
 def _png(img: np.ndarray) -> bytes:
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-    ok, buf = cv2.imencode(".png", bgr)
-    assert ok
-    return buf.tobytes()
+    return encode_image(img, "png_fast")
 
 
 def write_fake_shards(root: str | Path, rows: int, size: int, *, shard_rows: int = 8,
@@ -70,18 +65,18 @@ def write_fake_shards(root: str | Path, rows: int, size: int, *, shard_rows: int
     """Write shards/{color,sketch,style} under `root`; returns the rows' ids and splits.
 
     Rows whose index is in `corrupt` get colour bytes that do not decode."""
-    root = Path(root)
+    layout = Layout(root)
     rng = np.random.default_rng(seed)
     proj = np.random.default_rng(12345).random((dim, 64)).astype(np.float32) * 4
     written = []
     for s, start in enumerate(range(0, rows, shard_rows)):
-        color, sk, style = [], [], []
+        colour, sk, style = [], [], []
         for i in range(start, min(rows, start + shard_rows)):
             img = _image(rng, size)
             row_id = f"{seed:04x}{i:012x}"
             split = assign_split(row_id, *splits)
             data = b"not a png" if i in corrupt else _png(img)
-            color.append({"id": row_id, "split": split, "color": data, "width": size,
+            colour.append({"id": row_id, "split": split, "color": data, "width": size,
                           "height": size, "source": f"fake:{i}", "sha256": row_id,
                           "mask": None, "palette": None})
             sk.append({"id": row_id, "sketch": _png(sketch_of(img, sketch))})
@@ -95,12 +90,12 @@ def write_fake_shards(root: str | Path, rows: int, size: int, *, shard_rows: int
                           "style_aug": [a.astype(np.float16).tolist() for a in augs]})
             written.append({"id": row_id, "split": split})
         name = shard_name(s)
-        write_shard(root / "shards/color" / name, pa.Table.from_pylist(color, COLOR_SCHEMA),
+        write_shard(layout.shards("color") / name, pa.Table.from_pylist(colour, COLOR_SCHEMA),
                     "color", row_group_rows)
-        write_shard(root / "shards/sketch" / name, pa.Table.from_pylist(sk, SKETCH_SCHEMA),
+        write_shard(layout.shards("sketch") / name, pa.Table.from_pylist(sk, SKETCH_SCHEMA),
                     "sketch", row_group_rows)
-        write_shard(root / "shards/style" / name,
+        write_shard(layout.shards("style") / name,
                     pa.Table.from_pylist(style, style_schema(dim)), "style", row_group_rows)
-    for name in ("color", "sketch", "style"):
-        write_manifest(root / "shards" / name, name)
+    for name in SHARD_SETS:
+        write_manifest(layout.shards(name), name)
     return written

@@ -21,7 +21,6 @@ Every DVC call is the DVC CLI in a subprocess, run by the flow's own Python
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -37,14 +36,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-# A deployment loads this file by path: make the project importable from it.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from flows.runner import DASK_ADDRESS_ENV
-from pipeline.config import ConfigError, TaskRunnerConfig, load_config, parse_params_text
-from pipeline.jsonio import atomic_path
+from pipeline.config import DASK_ADDRESS_ENV, ConfigError, TaskRunnerConfig, load_config
+from pipeline.params_file import apply_overrides
 
 ARTIFACT_KEY = "s2p-pipeline"
 
@@ -101,63 +94,6 @@ def stage_timings(lines: Iterable[tuple[float, str]], end: float) -> list[StageT
         seconds = 0.0 if status == "skipped" else max(0.0, until - t)
         timings.append(StageTiming(stage, status, round(seconds, 3)))
     return timings
-
-
-def parse_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Dotted keys (`ingest.toon_count`) -> values; nested dicts are flattened."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), sub)
-        else:
-            if not prefix or "" in prefix.split("."):
-                raise ConfigError(f"overrides: bad key {prefix!r} (use section.key)")
-            flat[prefix] = value
-
-    for key, value in (overrides or {}).items():
-        walk(str(key), value)
-    return flat
-
-
-def apply_overrides(params_path: Path, overrides: dict[str, Any]) -> list[str]:
-    """Set dotted keys in params.yaml (comments kept); validate first.
-
-    Returns one "key: old -> new" line per changed value. Raises ConfigError
-    (naming the key) and leaves the file untouched when the result is invalid.
-    """
-    from ruamel.yaml import YAML
-
-    flat = parse_overrides(overrides)
-    if not flat:
-        return []
-    rt = YAML()  # round trip: keeps comments and key order
-    rt.preserve_quotes = True
-    text = params_path.read_text()
-    doc = rt.load(text) or {}
-    changes = []
-    for dotted, value in flat.items():
-        node = doc
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            if key not in node or node[key] is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(f"overrides: {dotted}: {key} is not a section")
-        old = node.get(leaf, "(unset)")
-        if old != value:
-            node[leaf] = value
-            changes.append(f"{dotted}: {old} -> {value}")
-    buf = io.StringIO()
-    rt.dump(doc, buf)
-    # Validate exactly what will be on disk, with the same loader the stages use.
-    parse_params_text(buf.getvalue(), f"{params_path} (with overrides)")
-    if changes:
-        with atomic_path(params_path) as tmp:
-            tmp.write_text(buf.getvalue())
-    return changes
 
 
 def flatten_metrics(shown: dict) -> tuple[list[tuple[str, str, Any]], list[str], list[str]]:
@@ -331,6 +267,22 @@ def dvc_metrics(repo: str) -> dict:
 # --- the flow ------------------------------------------------------------------
 
 
+def dask_address_users(cfg) -> list[str]:
+    """The params sections whose runner is `dask_address`; at least one, or a
+    `dask_address` given to the flow would be ignored."""
+    users = [
+        name for name in type(cfg).model_fields
+        if isinstance(getattr(getattr(cfg, name), "runner", None), TaskRunnerConfig)
+        and getattr(cfg, name).runner.kind == "dask_address"
+    ]
+    if not users:
+        raise ConfigError(
+            "dask_address given but no stage has runner.kind: dask_address in params.yaml "
+            "(add e.g. overrides {'extract.runner.kind': 'dask_address'})"
+        )
+    return users
+
+
 @flow(name="pipeline")
 def pipeline_flow(
     stages: Optional[list[str]] = None,
@@ -366,18 +318,8 @@ def pipeline_flow(
     changes = apply_overrides(root / "params.yaml", overrides or {})
     for change in changes:
         logger.info("params.yaml: %s", change)
-    cfg = load_config(root / "params.yaml")
     if dask_address:
-        users = [
-            name for name in type(cfg).model_fields
-            if isinstance(getattr(getattr(cfg, name), "runner", None), TaskRunnerConfig)
-            and getattr(cfg, name).runner.kind == "dask_address"
-        ]
-        if not users:
-            raise ConfigError(
-                "dask_address given but no stage has runner.kind: dask_address in params.yaml "
-                "(add e.g. overrides {'extract.runner.kind': 'dask_address'})"
-            )
+        users = dask_address_users(load_config(root / "params.yaml"))
         logger.info("Dask scheduler %s for stage(s): %s", dask_address, ", ".join(users))
 
     steps: list[tuple[str, float]] = []
@@ -411,5 +353,5 @@ def pipeline_flow(
 
 
 if __name__ == "__main__":
-    # `python flows/pipeline.py [stage ...]`: the same flow without a deployment.
+    # `python flows/repro.py [stage ...]`: the same flow without a deployment.
     pipeline_flow(stages=sys.argv[1:] or None)

@@ -8,21 +8,20 @@ in the shard's metadata (`s2p.rejected`), so a resumed run still counts them.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards import SKETCH_SCHEMA, write_shard
+from pipeline.images import decode_stored, encode_image
+from pipeline.shards import SKETCH_SCHEMA, shard_paths, shard_records, write_shard
 from pipeline.sketch import process
 
-REJECTED_KEY = b"s2p.rejected"
+REJECTED = "rejected"  # the shard records of rows given a blank sketch
 MAX_SIDE = 1 << 15  # a declared size beyond this is itself corrupt
 
 
@@ -42,19 +41,13 @@ def decode_colour(data: bytes | None, width: int | None, height: int | None) -> 
     """PNG/WebP/JPEG bytes -> HxWx3 RGB uint8 matching the row's declared size."""
     if not data:
         raise BadRow("empty colour bytes")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BadRow("colour bytes do not decode as an image")
-    if (width, height) != (bgr.shape[1], bgr.shape[0]):
-        raise BadRow(f"decoded {bgr.shape[1]}x{bgr.shape[0]} but the row says {width}x{height}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def encode_png(sketch: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", sketch)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
+    try:
+        rgb = decode_stored(data)
+    except ValueError:
+        raise BadRow("colour bytes do not decode as an image") from None
+    if (width, height) != (rgb.shape[1], rgb.shape[0]):
+        raise BadRow(f"decoded {rgb.shape[1]}x{rgb.shape[0]} but the row says {width}x{height}")
+    return rgb
 
 
 def _blank_size(width, height, fallback: int) -> tuple[int, int]:
@@ -93,17 +86,21 @@ def extract_shard_file(
         sketches = iter(extractor.extract(images) if images else [])
         for row, slot in zip(rows, slots):
             ids.append(row["id"])
-            pngs.append(encode_png(slot if slot is not None else next(sketches)))
+            pngs.append(encode_image(slot if slot is not None else next(sketches), "png_fast"))
         if progress:
             progress(len(ids), total)
 
     table = pa.Table.from_arrays([pa.array(ids, pa.string()), pa.array(pngs, pa.binary())],
                                  schema=SKETCH_SCHEMA)
-    table = table.replace_schema_metadata({REJECTED_KEY: json.dumps(rejected).encode()})
-    write_shard(sketch_path, table, "sketch", row_group_rows, fingerprint=fingerprint)
+    write_shard(sketch_path, table, "sketch", row_group_rows, fingerprint,
+                records={REJECTED: rejected})
     return ShardOutcome(Path(colour_path).name, total, time.perf_counter() - started, rejected)
 
 
 def shard_rejects(sketch_path: str | Path) -> list[dict]:
-    meta = pq.read_metadata(sketch_path).metadata or {}
-    return json.loads(meta.get(REJECTED_KEY, b"[]"))
+    return shard_records(sketch_path, REJECTED)
+
+
+def all_rejects(sketch_dir: str | Path) -> list[dict]:
+    """Every row given a blank sketch, in shard order."""
+    return [r for path in shard_paths(sketch_dir) for r in shard_rejects(path)]
