@@ -126,7 +126,7 @@ class FeaturizeConfig(_Section):
     # translation-invariant), bands (ours: their means over three horizontal
     # bands), or oracle_palette (a diagnostic: the toon's true palette, toon data
     # only; pipeline/oracle.py).
-    code: Literal["fc1", "fc1_relu", "pooled", "bands", "oracle_palette"] = "pooled"
+    code: Literal["fc1", "fc1_relu", "pooled", "bands", "oracle_palette"] = "bands"
     # ImageNet VGG19 weights; null = torch hub cache location, else seeded random.
     weights: Optional[str] = None
     input_size: int = Field(128, ge=32, le=512)
@@ -186,9 +186,9 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     batch_size: int = Field(16, ge=1)
-    max_steps: Optional[int] = Field(800, ge=1)
+    max_steps: Optional[int] = Field(2000, ge=1)
     max_minutes: Optional[float] = Field(None, gt=0)
-    lr_g: float = Field(2e-4, gt=0)
+    lr_g: float = Field(5e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)

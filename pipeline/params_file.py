@@ -95,11 +95,17 @@ def flat_values(cfg: Config) -> dict[str, Any]:
     return flat
 
 
+# Values Config derives from others (model.style_dim follows featurize.code):
+# params.yaml leaves them unset.
+DERIVED = {"model.style_dim"}
+
+
 def differing_defaults(params_path: Path) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (default in pipeline/config.py, value in the params file)}
     for every value the file sets differently from the default."""
     defaults, values = flat_values(Config()), flat_values(load_config(params_path))
-    return {k: (defaults[k], values[k]) for k in defaults if defaults[k] != values[k]}
+    return {k: (defaults[k], values[k]) for k in defaults
+            if k not in DERIVED and defaults[k] != values[k]}
 
 
 def sync_defaults(params_path: Path) -> list[str]:

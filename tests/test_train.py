@@ -186,7 +186,7 @@ def test_style_statistics_use_the_train_split_only(tmp_path):
     import pyarrow.parquet as pq
 
     from pipeline.shards import shard_paths
-    from pipeline.style_encoder import style_arrays
+    from pipeline.shards import style_arrays
 
     rows = fake_data(tmp_path, rows=40, dim=16)
     splits = {r["id"]: r["split"] for r in rows}
