@@ -10,7 +10,7 @@ PYTHON  ?= python3
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test install browser lock contact-sheet remote server deploy worker dask-scheduler dask-worker
+.PHONY: run faces test install browser lock contact-sheet remote server deploy worker dask-scheduler dask-worker
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dvc repro
+
+# A profile as a DVC experiment (README "Real pictures: the faces profile").
+PROFILE ?= profiles/faces.yaml
+faces: $(STAMP)
+	args=$$($(BIN)/python -m pipeline.params_file --set-args $(PROFILE)) && \
+	  $(BIN)/dvc exp run -n $(basename $(notdir $(PROFILE))) $$args
 
 test: $(STAMP) $(if $(filter true,$(CI)),browser)
 	$(BIN)/python -m pytest -q

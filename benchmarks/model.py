@@ -23,17 +23,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import ModelConfig, load_config  # noqa: E402
 from pipeline.models import build_discriminator, build_generator  # noqa: E402
 
-# The paper's Fig. 2 at 256²: encoder 16, 32, 64, 128, 256, a middle of 8²×2048, the
-# 2048-wide dense layer over fc1 (concatenated at the middle), decoder 512 … 64. The
-# figure gives four decoder widths for five upsamplings: the last level (256²) mirrors
-# the encoder's first (16). One middle block: two 3×3 convs at 2048 already hold 75 M.
-PAPER = dict(depth=5, encoder_widths=[16, 32, 64, 128, 256], middle_width=2048,
-             decoder_widths=[512, 256, 128, 64, 16], res_blocks=1, middle_blocks=1,
-             style_proj=2048, style_inject="concat", disc_width=64, disc_depth=5)
-# Ours, larger (not the paper's): the CPU default's design widened for a GPU.
-OURS_LARGE = dict(depth=6, base_width=64, max_width=512, res_blocks=1, middle_blocks=2,
-                  style_proj=512, style_inject="film", disc_width=64, disc_depth=5)
-PROFILES = {"paper (Fig. 2)": PAPER, "ours, large (GPU)": OURS_LARGE}
+# The GPU profiles' model sections (profiles/*.yaml): the paper's Fig. 2 and ours, large.
+PROFILES = {"paper (Fig. 2; profiles/paper.yaml)": "paper",
+            "ours, large (profiles/large.yaml)": "large"}
+
+
+def profile_model(name: str) -> dict:
+    """The profile's model section, with the width of its featurize.code."""
+    import yaml
+
+    from pipeline.config import STYLE_CODE_DIMS, FeaturizeConfig
+
+    path = Path(__file__).resolve().parents[1] / "profiles" / f"{name}.yaml"
+    profile = yaml.safe_load(path.read_text())
+    code = profile.get("featurize", {}).get("code", FeaturizeConfig().code)
+    return {**profile.get("model", {}), "style_dim": STYLE_CODE_DIMS[code]}
 
 
 def count_flops(fn) -> int:
@@ -98,11 +102,12 @@ def main() -> None:
     default = load_config(args.params).model
     rows = [model_row("CPU default (params.yaml)", default, args.size)]
     for name, profile in PROFILES.items():
-        rows.append(model_row(name, ModelConfig(**{**default.model_dump(), **profile}), args.size))
+        overlay = profile_model(profile)
+        rows.append(model_row(name, ModelConfig(**{**default.model_dump(), **overlay}), args.size))
     print(f"Networks, per {args.size}² image (forward, batch 1):\n")
     print(table(rows))
     for name, profile in PROFILES.items():
-        print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in profile.items()))
+        print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in profile_model(profile).items()))
     print("\nFrozen VGG19 style encoder up to fc1 (featurize, once per image):\n")
     print(table([vgg_row(128), vgg_row(224)]))
 

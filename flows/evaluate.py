@@ -17,6 +17,7 @@ from pipeline.evaluate import benchmark as bench
 from pipeline.evaluate import check_params
 from pipeline.evaluate.grid import tile
 from pipeline.evaluate.real import colorize_real, placeholder_grid, skip_reason
+from pipeline.evaluate.labelled import evaluate_labelled
 from pipeline.evaluate.reconstruction import evaluate_reconstruction
 from pipeline.evaluate.v1_compare import v1_compare_or_reason
 from pipeline.jsonio import read_json, write_json
@@ -72,6 +73,27 @@ def real_images_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict |
 
 
 @task(cache_policy=NO_CACHE)
+def labelled_task(cfg: Config, colorizer: Colorizer, out_dir: Path) -> dict | str:
+    ev, cell = cfg.evaluate, cfg.data.resolution
+    grids = (out_dir / "labelled_grid.png", out_dir / "labelled_pairs.png")
+    reason = None
+    if not ev.labels:
+        reason = "evaluate.labels is null"
+    elif colorizer.code == "oracle_palette":
+        reason = "an oracle_palette model reads toon palettes, not pictures"
+    if reason is not None:
+        log.info("evaluate: labelled benchmark skipped: %s", reason)
+        for grid in grids:
+            write_image(grid, placeholder_grid(reason, cell))
+        return f"skipped ({reason})"
+    metrics, many, pairs = evaluate_labelled(colorizer, cfg.layout, ev.labels, ev.labelled_pairs,
+                                             ev.seed, ev.batch_size)
+    write_image(grids[0], tile(many, cell))
+    write_image(grids[1], tile(pairs, cell))
+    return metrics
+
+
+@task(cache_policy=NO_CACHE)
 def v1_compare_task(cfg: Config, colorizer: Colorizer, out_png: Path) -> dict | str:
     picture, counts = v1_compare_or_reason(colorizer, cfg.evaluate.v1_outputs_dir,
                                            V1_CELL)
@@ -110,6 +132,7 @@ def evaluate_flow(cfg: Config) -> dict:
     reconstruction = reconstruction_task(cfg, colorizer)
     real = real_images_task(cfg, colorizer, out_dir / "real_grid.png")
     v1 = v1_compare_task(cfg, colorizer, out_dir / "v1_compare.png")
+    labelled = labelled_task(cfg, colorizer, out_dir)
 
     swap = dict(result["swap"])
     swap["per_part"] = {names[p]: v for p, v in swap["per_part"].items()}
@@ -120,6 +143,7 @@ def evaluate_flow(cfg: Config) -> dict:
         "reconstruction": reconstruction,
         "real_images": real,
         "v1_compare": v1,
+        "labelled": labelled,
         "pairs": len(pairs),
         "scored_parts": result["scored_parts"],
         "hit_threshold": ev.hit_threshold,

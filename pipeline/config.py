@@ -79,6 +79,9 @@ class DataConfig(_Section):
     row_group_rows: int = Field(32, ge=1)
     image_format: Literal["png", "webp", "jpeg"] = "png"
     split: SplitRatios = SplitRatios()
+    # What the split is drawn from: the decoded pixels' hash (pixels), or a
+    # perceptual hash, so near-duplicates of a picture land in one split.
+    split_by: Literal["pixels", "perceptual"] = "pixels"
 
 
 class IngestConfig(_Section):
@@ -229,6 +232,10 @@ class EvaluateConfig(_Section):
     real_reference_dir: Optional[str] = "../shared/samples/real/color"
     # Official Style2paints V1 outputs with their inputs, painted again by ours side by side.
     v1_outputs_dir: Optional[str] = "../shared/samples/real/v1_outputs"
+    # Hair/eye labels of the ingested pictures (CSV: file, hair, eyes): the labelled
+    # reference-following benchmark (pipeline/evaluate/labelled.py); null = skipped.
+    labels: Optional[str] = None
+    labelled_pairs: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1)
     # Held-out rows scored for reconstruction (the test split can be large at scale).
     reconstruction_max_images: int = Field(512, ge=1)

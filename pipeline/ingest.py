@@ -33,6 +33,7 @@ from pipeline.shards import (
     assign_split,
     content_id,
     make_fingerprint,
+    perceptual_key,
     pixel_sha256,
     shard_name,
     shard_paths,
@@ -294,9 +295,10 @@ def _toon_row(seed: int, data: DataConfig) -> dict:
 def _row(pixels, data: DataConfig, source: str) -> dict:
     digest = pixel_sha256(pixels)
     row_id = content_id(digest)
+    split_key = row_id if data.split_by == "pixels" else perceptual_key(pixels)
     return {
         "id": row_id,
-        "split": assign_split(row_id, data.split.train, data.split.val),
+        "split": assign_split(split_key, data.split.train, data.split.val),
         "color": encode_image(pixels, data.image_format),
         "width": int(pixels.shape[1]),
         "height": int(pixels.shape[0]),

@@ -7,11 +7,18 @@ the committed params.yaml must hold the same values (tests/test_config.py
 checks it). After changing a default there, write it into params.yaml with
 
     python -m pipeline.params_file --sync-defaults params.yaml
+
+A *profile* (`profiles/*.yaml`) is a params overlay: the keys it sets, nothing
+else. `--set-args PROFILE` validates params.yaml + the overlay and prints the
+matching `dvc exp run` arguments (`-S key=value …`), so a profile runs as a DVC
+experiment: `dvc exp run -n faces $(python -m pipeline.params_file --set-args
+profiles/faces.yaml)` (`make faces`).
 """
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,12 +121,53 @@ def sync_defaults(params_path: Path) -> list[str]:
     return apply_overrides(params_path, {k: d for k, (d, _) in differing_defaults(params_path).items()})
 
 
+def profile_set_args(profile: Path, params: Path) -> list[str]:
+    """`dvc exp run` arguments (`-S`, `key=value`, …) setting a profile's keys,
+    after checking that params + profile is a valid config."""
+    import tempfile
+
+    import yaml
+
+    from pipeline.config import _UniqueKeyLoader
+
+    try:
+        overlay = yaml.load(profile.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{profile}: cannot read the profile ({str(err).splitlines()[0]})") from None
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{profile}: a profile is a mapping of params sections")
+    flat = parse_overrides(overlay)
+    with tempfile.TemporaryDirectory() as tmp:
+        trial = Path(tmp) / "params.yaml"
+        trial.write_text(params.read_text())
+        apply_overrides(trial, flat)  # raises ConfigError naming the key
+    args = []
+    for key, value in flat.items():
+        if isinstance(value, (list, dict)):  # compact YAML flow: no spaces to split on
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = yaml.safe_dump(value).strip().removesuffix("...").strip()
+        if any(c.isspace() for c in text):
+            raise ConfigError(f"{profile}: {key}: a value with spaces cannot pass through the "
+                              "shell here; run `dvc exp run -S` by hand")
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sync-defaults", type=Path, metavar="PARAMS", required=True,
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--sync-defaults", type=Path, metavar="PARAMS",
                         help="write pipeline/config.py's defaults into this params file")
+    action.add_argument("--set-args", type=Path, metavar="PROFILE",
+                        help="print the `dvc exp run -S` arguments of this profile")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="the params file a profile overlays (default params.yaml)")
     args = parser.parse_args(argv)
     try:
+        if args.set_args:
+            print(" ".join(profile_set_args(args.set_args, args.params)))
+            return 0
         changes = sync_defaults(args.sync_defaults)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The reference-following ablations (README "Ablations"), each a DVC experiment on
+# the embedded toon default at half its training budget (1000 steps), so that the
+# whole set fits an afternoon on a 2-core CPU. Compare with
+#   dvc exp show --only-changed --md      (or --csv)
+# Usage: scripts/ablations.sh [name ...]   (no names: every ablation, in order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DVC=${DVC:-.venv/bin/dvc}
+BUDGET="-S train.max_steps=1000"
+
+declare -A RUNS=(
+  [default-1000]=""
+  [oracle]="-S featurize.code=oracle_palette"
+  [paper-concat]="-S model.style_inject=concat"
+  [both]="-S model.style_inject=both"
+  [plain-l1]="-S model.l1_balance=0.0"
+  [code-fc1]="-S featurize.code=fc1"
+  [code-fc1-relu]="-S featurize.code=fc1_relu"
+  [code-pooled]="-S featurize.code=pooled"
+  [distortion-mild]="-S featurize.distortion=mild"
+  [distortion-off]="-S train.augmented_self_reference=false"
+  [norm-batch]="-S model.norm=batch"
+  [norm-none]="-S model.norm=none"
+  [no-adversarial]="-S model.adversarial_weight=0.0"
+  [res-128-same-time]="-S data.resolution=128 -S train.max_steps=250"
+)
+ORDER=(default-1000 oracle paper-concat both plain-l1 code-fc1 code-fc1-relu code-pooled
+       distortion-mild distortion-off norm-batch norm-none no-adversarial res-128-same-time)
+
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
+for name in "${names[@]}"; do
+  [ -n "${RUNS[$name]+x}" ] || { echo "unknown ablation: $name (one of: ${ORDER[*]})" >&2; exit 2; }
+  echo "== $name: ${RUNS[$name]:-(the default)} $BUDGET"
+  # A workspace experiment leaves its params in params.yaml: start each from the committed one.
+  git checkout -- params.yaml
+  # shellcheck disable=SC2086  # the -S arguments are meant to split
+  "$DVC" exp run -n "$name" $BUDGET ${RUNS[$name]}
+done
+git checkout -- params.yaml
