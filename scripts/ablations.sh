@@ -10,9 +10,11 @@
 # brings back the run you want in data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Stage commands call `python`: make it the venv's, as `make run` does.
+export PATH="$PWD/.venv/bin:$PATH"
 DVC=${DVC:-.venv/bin/dvc}
 PYTHON=${PYTHON:-.venv/bin/python}
-BUDGET="-S train.max_steps=1000"
+BUDGET=${BUDGET:-"-S train.max_steps=1000"}  # BUDGET=" " for the default budget
 
 declare -A RUNS=(
   [default-1000]=""
@@ -39,10 +41,10 @@ for name in "${names[@]}"; do
   [ -n "${RUNS[$name]+x}" ] || { echo "unknown ablation: $name (one of: ${ORDER[*]})" >&2; exit 2; }
   echo "== $name: ${RUNS[$name]:-(the default)} $BUDGET"
   # A workspace experiment leaves its params in params.yaml: start each from the committed one.
-  git checkout -- params.yaml
+  git checkout HEAD -- params.yaml dvc.lock
   # shellcheck disable=SC2086  # the -S arguments are meant to split
   "$DVC" exp remove "$name" >/dev/null 2>&1 || true  # rerunning a name replaces it
   "$DVC" exp run -n "$name" $BUDGET ${RUNS[$name]}
-  "$PYTHON" scripts/ablation_summary.py record "$name" "${RUNS[$name]//-S /}"
+  "$PYTHON" scripts/ablation_summary.py record "$name" "$(echo ${RUNS[$name]} $BUDGET | sed "s/-S //g")"
 done
-git checkout -- params.yaml
+git checkout HEAD -- params.yaml dvc.lock
