@@ -45,8 +45,34 @@ def _add_colorize(sub) -> None:
 
 
 def _colorize(args) -> int:
-    from pipeline.colorize import (OUTPUT_SUFFIXES, Colorizer, ColorizeError, check_work_size,
-                                   image_files, looks_coloured, read_rgb, to_grey, write_image)
+    from pipeline.colorize import Colorizer, ColorizeError, read_rgb
+
+    inputs, refs, targets, batch = _colorize_plan(args)
+    if not batch:
+        # Fail on a bad input before the (slow) model load.
+        read_rgb(inputs[0])
+        read_rgb(refs[0])
+    colorizer = Colorizer.from_checkpoint(args.checkpoint, args.device, extract=args.extract)
+    codes: dict[Path, object] = {}
+    failed = 0
+    for i, (path, target) in enumerate(zip(inputs, targets)):
+        try:
+            _colorize_one(colorizer, args, path, refs[i % len(refs)], target, codes)
+        except ColorizeError as err:
+            if not batch:
+                raise
+            failed += 1
+            print(f"error: {err}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
+        return 2 if failed == len(inputs) else 1
+    return 0
+
+
+def _colorize_plan(args):
+    """(inputs, references, output paths, is a folder) from the arguments, or
+    ColorizeError naming the bad one; nothing is read yet."""
+    from pipeline.colorize import OUTPUT_SUFFIXES, ColorizeError, check_work_size, image_files
 
     src, ref, out = Path(args.input), Path(args.reference), Path(args.output)
     if args.size is not None and args.size < 0:
@@ -71,40 +97,28 @@ def _colorize(args) -> int:
         targets = [out / f"{src.stem}.png" if out.is_dir() else out]
         if targets[0].suffix.lower() not in OUTPUT_SUFFIXES:
             raise ColorizeError(f"{out}: output must end in .png, .jpg or .jpeg")
-    if not batch:
-        # Fail on a bad input before the (slow) model load.
-        read_rgb(src)
-        read_rgb(refs[0])
-    colorizer = Colorizer.from_checkpoint(args.checkpoint, args.device, extract=args.extract)
-    codes: dict[Path, object] = {}
-    failed = 0
-    for i, (path, target) in enumerate(zip(inputs, targets)):
-        ref_path = refs[i % len(refs)]
-        try:
-            image = read_rgb(path)
-            if ref_path not in codes:
-                prepared = colorizer.prepare_reference(read_rgb(ref_path))
-                codes[ref_path] = colorizer.style_codes([prepared])[0]
-            if not args.extract:
-                if looks_coloured(image):
-                    log.warning("%s looks like a colour image; pass --extract to take its "
-                                "line art first", path)
-                image = to_grey(image)
-            try:
-                painted = colorizer.colorize(image, None, args.size, style=codes[ref_path])
-            except ColorizeError as err:  # too large to paint: name the input
-                raise ColorizeError(f"{path}: {err}") from None
-            write_image(target, painted)
-            print(f"{path} + {ref_path.name} -> {target}")
-        except ColorizeError as err:
-            if not batch:
-                raise
-            failed += 1
-            print(f"error: {err}", file=sys.stderr)
-    if failed:
-        print(f"{failed} of {len(inputs)} input(s) failed", file=sys.stderr)
-        return 2 if failed == len(inputs) else 1
-    return 0
+    return inputs, refs, targets, batch
+
+
+def _colorize_one(colorizer, args, path: Path, ref_path: Path, target: Path, codes: dict):
+    """Paint one input with one reference (its code cached in `codes`) and write it."""
+    from pipeline.colorize import ColorizeError, looks_coloured, read_rgb, to_grey, write_image
+
+    image = read_rgb(path)
+    if ref_path not in codes:
+        prepared = colorizer.prepare_reference(read_rgb(ref_path))
+        codes[ref_path] = colorizer.style_codes([prepared])[0]
+    if not args.extract:
+        if looks_coloured(image):
+            log.warning("%s looks like a colour image; pass --extract to take its "
+                        "line art first", path)
+        image = to_grey(image)
+    try:
+        painted = colorizer.colorize(image, None, args.size, style=codes[ref_path])
+    except ColorizeError as err:  # too large to paint: name the input
+        raise ColorizeError(f"{path}: {err}") from None
+    write_image(target, painted)
+    print(f"{path} + {ref_path.name} -> {target}")
 
 
 def _add_serve(sub) -> None:

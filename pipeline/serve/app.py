@@ -311,24 +311,31 @@ def create_app(colorizer, checkpoint: str | Path, references: str | Path | None 
                         gallery: list[str] = Form(default=[]),
                         extract: bool = Form(False),
                         size: int | None = Form(None)):
-        if size is not None and size != 0 and not 16 <= size <= limits.max_side:
-            raise HTTPException(422, f"size: {size} px; use 0 (the sketch's own size) or "
-                                     f"16..{limits.max_side}")
-        count = len(references) + len(gallery)
-        if count == 0:
-            raise HTTPException(422, "no reference: upload one or pick one from the gallery")
-        if count > limits.max_references:
-            raise HTTPException(400, f"{count} references: at most {limits.max_references} "
-                                     "per request")
-        for name in gallery:
-            if name not in gallery_images:
-                raise HTTPException(400, f"the reference gallery has no image named {name!r}")
+        check_paint_request(size, len(references), gallery, gallery_images, limits)
         sketch_upload = Upload(upload_name(sketch, "sketch"), await sketch.read())
         uploads = [Upload(upload_name(f, "reference"), await f.read()) for f in references]
         return await painter.run(painter.paint, sketch_upload, uploads, gallery, extract,
                                  size if size is not None else colorizer.resolution)
 
     return app
+
+
+def check_paint_request(size: int | None, uploads: int, gallery: list[str],
+                        gallery_images: dict, limits: Limits) -> None:
+    """HTTPException for a paint request the page should not have sent, before any
+    upload is read."""
+    if size is not None and size != 0 and not 16 <= size <= limits.max_side:
+        raise HTTPException(422, f"size: {size} px; use 0 (the sketch's own size) or "
+                                 f"16..{limits.max_side}")
+    count = uploads + len(gallery)
+    if count == 0:
+        raise HTTPException(422, "no reference: upload one or pick one from the gallery")
+    if count > limits.max_references:
+        raise HTTPException(400, f"{count} references: at most {limits.max_references} "
+                                 "per request")
+    for name in gallery:
+        if name not in gallery_images:
+            raise HTTPException(400, f"the reference gallery has no image named {name!r}")
 
 
 def upload_name(upload: UploadFile, fallback: str) -> str:

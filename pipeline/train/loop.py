@@ -266,10 +266,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
     if ckpt is None:  # a resumed G already holds them
         mean, std = style_statistics(cfg.data_root, cfg.model.style_dim)
         trainer.G.set_style_stats(mean.to(device), std.to(device))
-    grid_rows = (fixed_rows(cfg.data_root, GRID_ROWS, cfg.data.resolution, cfg.model.style_dim)
-                 if d.main else None)
-    live = open_curves(layout.dvclive, resume=ckpt is not None) if d.main else None
-    monitor = Monitor(cfg, trainer.G, device) if d.main and t.monitor_pairs else None
+    grid_rows, live, monitor = _observers(cfg, trainer, device, d, resumed=ckpt is not None)
     watched: dict = summary.get("monitor", {})
     if ckpt is not None:
         set_rng_state(ckpt["rng"])
@@ -308,23 +305,45 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
             watched = monitor.score()  # the final step's scores, kept with the checkpoint
         if d.main and (step % t.checkpoint_every == 0 or done):
             rate = images * (step - start) / (time.perf_counter() - run_started)
-            summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
-                       "images_per_s": rate, "monitor": watched,
-                       "loss_window": losses_to_json(recent)}
-            save_checkpoint(layout.checkpoint, **trainer.state(), step=step, seconds=seconds,
-                            cfg=cfg, identity=identity, summary=summary)
+            summary = _checkpoint(cfg, trainer, identity, step, seconds, recent, watched, rate)
     if not d.main:
         return None
     bar.close()
-    if window:
-        now = time.perf_counter()
-        log_window(live, window, step, cfg, images * len(window) / (now - window_started), None,
-                   watched if step % t.monitor_every else {})
-    if step > start and step % t.sample_every:
-        write_grid(render_grid(trainer.G, grid_rows, device), layout.train_samples, step)
-    live.end()
+    rate = images * len(window) / (time.perf_counter() - window_started) if window else 0.0
+    _close_curves(cfg, trainer, live, grid_rows, device, window, rate, step, start, watched)
     # `summary` is the one stored with the final checkpoint.
     return _finish(cfg, trainer, layout, step, start, seconds, summary, device, d)
+
+
+def _observers(cfg: Config, trainer: Trainer, device, d: distributed.Dist, resumed: bool):
+    """Rank 0's sample-grid rows, dvclive curves and reference-following monitor."""
+    if not d.main:
+        return None, None, None
+    grid_rows = fixed_rows(cfg.data_root, GRID_ROWS, cfg.data.resolution, cfg.model.style_dim)
+    live = open_curves(cfg.layout.dvclive, resume=resumed)
+    monitor = Monitor(cfg, trainer.G, device) if cfg.train.monitor_pairs else None
+    return grid_rows, live, monitor
+
+
+def _checkpoint(cfg: Config, trainer: Trainer, identity: dict, step: int, seconds: float,
+                recent, watched: dict, rate: float) -> dict:
+    """Save the checkpoint; returns the summary stored with it."""
+    summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
+               "images_per_s": rate, "monitor": watched, "loss_window": losses_to_json(recent)}
+    save_checkpoint(cfg.layout.checkpoint, **trainer.state(), step=step, seconds=seconds,
+                    cfg=cfg, identity=identity, summary=summary)
+    return summary
+
+
+def _close_curves(cfg: Config, trainer: Trainer, live, grid_rows, device, window: list,
+                  rate: float, step: int, start: int, watched: dict) -> None:
+    """Log the last partial window and the last sample grid, then close dvclive."""
+    t = cfg.train
+    if window:
+        log_window(live, window, step, cfg, rate, None, watched if step % t.monitor_every else {})
+    if step > start and step % t.sample_every:
+        write_grid(render_grid(trainer.G, grid_rows, device), cfg.layout.train_samples, step)
+    live.end()
 
 
 def _mean(terms) -> dict[str, float]:
