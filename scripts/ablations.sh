@@ -30,7 +30,7 @@ declare -A RUNS=(
   [norm-batch]="-S model.norm=batch"
   [norm-none]="-S model.norm=none"
   [no-adversarial]="-S model.adversarial_weight=0.0"
-  [res-128-same-time]="-S data.resolution=128 -S train.max_steps=250"
+  [res-128-same-time]="-S data.resolution=128 -S train.max_steps=250"  # after BUDGET: 250 wins
 )
 ORDER=(default-1000 oracle paper-concat both plain-l1 code-fc1 code-fc1-relu code-pooled
        distortion-mild distortion-off norm-batch norm-none no-adversarial res-128-same-time)
