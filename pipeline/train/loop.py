@@ -276,6 +276,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
     bar = _progress(cfg, start) if d.main else None
     batches = iter(loader)
     run_started = window_started = time.perf_counter()
+    monitor_seconds = 0.0
     seconds_before = seconds
     done = budget_reached(cfg, step, seconds)
     while not done:
@@ -289,7 +290,8 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
                 now = time.perf_counter()
                 rate = images * len(window) / (now - window_started)
                 if monitor is not None and step % t.monitor_every == 0:
-                    watched = monitor.score()  # not counted in images/s
+                    watched, spent = _timed(monitor.score)  # not counted in images/s
+                    monitor_seconds += spent
                 log_window(live, window, step, cfg, rate, bar,
                            watched if step % t.monitor_every == 0 else {})
                 window, window_started = [], time.perf_counter()
@@ -300,9 +302,10 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
         if t.max_minutes is not None:  # clocks differ: rank 0's word must hold for all
             done = distributed.any_rank(done, device)
         if monitor is not None and done and step % t.monitor_every:
-            watched = monitor.score()  # the final step's scores, kept with the checkpoint
+            watched, spent = _timed(monitor.score)  # the final step's, kept with the checkpoint
+            monitor_seconds += spent
         if d.main and (step % t.checkpoint_every == 0 or done):
-            rate = images * (step - start) / (time.perf_counter() - run_started)
+            rate = images * (step - start) / (time.perf_counter() - run_started - monitor_seconds)
             summary = {"loss_final": _mean(recent), "loss_final_window": len(recent),
                        "images_per_s": rate, "monitor": watched,
                        "loss_window": losses_to_json(recent)}
@@ -320,6 +323,11 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
     live.end()
     # `summary` is the one stored with the final checkpoint.
     return _finish(cfg, trainer, layout, step, start, seconds, summary, device, d)
+
+
+def _timed(fn):
+    started = time.perf_counter()
+    return fn(), time.perf_counter() - started
 
 
 def _mean(terms) -> dict[str, float]:
