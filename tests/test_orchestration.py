@@ -360,3 +360,12 @@ def test_stage_flow_runs_carry_the_pipeline_runs_tag(monkeypatch):
     monkeypatch.setenv("S2P_PIPELINE_RUN", "1234")
     with _pipeline_tags():
         assert {"pipeline-run:1234", "s2p-stage"} <= TagsContext.get().current_tags
+
+
+def test_remote_script_records_a_relative_folder_as_absolute(tmp_path):
+    repo = _toy_repo(tmp_path)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([REPO / "scripts" / "dvc_remote.sh", "../remote-store"], cwd=repo, env=env,
+                   check=True, capture_output=True)
+    config = (repo / ".dvc" / "config").read_text()
+    assert f"url = {(tmp_path / 'remote-store').resolve()}" in config, config
