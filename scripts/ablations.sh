@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The reference-following ablations (README "Ablations"), each a DVC experiment on
 # the embedded toon default at half its training budget (1000 steps), so that the
-# whole set fits an afternoon on a 2-core CPU. Compare with
-#   dvc exp show --only-changed --md      (or --csv)
+# whole set fits an afternoon on a 2-core CPU (about 7 minutes a run). Each finished
+# run's headline figures become a row of docs/ablations.csv
+# (scripts/ablation_summary.py); `python scripts/ablation_summary.py table` prints the
+# README's table, `dvc exp show --only-changed` the experiments themselves.
 # Usage: scripts/ablations.sh [name ...]   (no names: every ablation, in order)
+# Afterwards `dvc exp apply <name>` or `git checkout params.yaml && dvc checkout`
+# brings back the run you want in data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Stage commands call `python`: make it the venv's, as `make run` does.
+export PATH="$PWD/.venv/bin:$PATH"
 DVC=${DVC:-.venv/bin/dvc}
-BUDGET="-S train.max_steps=1000"
+PYTHON=${PYTHON:-.venv/bin/python}
+BUDGET=${BUDGET:-"-S train.max_steps=1000"}  # BUDGET=" " for the default budget
 
 declare -A RUNS=(
   [default-1000]=""
@@ -34,8 +41,10 @@ for name in "${names[@]}"; do
   [ -n "${RUNS[$name]+x}" ] || { echo "unknown ablation: $name (one of: ${ORDER[*]})" >&2; exit 2; }
   echo "== $name: ${RUNS[$name]:-(the default)} $BUDGET"
   # A workspace experiment leaves its params in params.yaml: start each from the committed one.
-  git checkout -- params.yaml
+  git checkout HEAD -- params.yaml dvc.lock
   # shellcheck disable=SC2086  # the -S arguments are meant to split
+  "$DVC" exp remove "$name" >/dev/null 2>&1 || true  # rerunning a name replaces it
   "$DVC" exp run -n "$name" $BUDGET ${RUNS[$name]}
+  "$PYTHON" scripts/ablation_summary.py record "$name" "$(echo ${RUNS[$name]} $BUDGET | sed "s/-S //g")"
 done
-git checkout -- params.yaml
+git checkout HEAD -- params.yaml dvc.lock

@@ -89,9 +89,12 @@ def test_a_generator_that_follows_by_construction_scores_follow_rate_one(tmp_pat
     assert metrics["judge_accuracy"] == {"hair": 1.0, "eyes": 1.0}
     hair = metrics["hair"]
     assert hair["pairs"] == 40 and hair["classes"] == 3
-    assert hair["model"] == {"follow_rate": 1.0, "own_rate": 0.0}
+    assert hair["model"] == {"follow_rate": 1.0, "own_rate": 0.0,
+                             "agree_reference": 1.0, "agree_sketch": 0.0}
+    assert hair["judged_alike"] == 0.0  # a right judge tells A and B apart
     # A's own colours are the judge's accuracy on A: own 1, follow 0 (labels differ).
-    assert hair["own_colours"] == {"follow_rate": 0.0, "own_rate": 1.0}
+    assert hair["own_colours"] == {"follow_rate": 0.0, "own_rate": 1.0,
+                                   "agree_reference": 0.0, "agree_sketch": 1.0}
     assert metrics["eyes"]["model"]["follow_rate"] == 1.0
     assert metrics["unlabelled_rows"] == 0 and metrics["held_out_pictures"] >= 12
     assert len(many) == 4 and len(many[0]) == 1 + 2 * 3  # sketch + 3 hair colours
@@ -111,7 +114,8 @@ def test_a_generator_that_ignores_the_reference_scores_its_own_label(tmp_path):
     assert all(pictures[a].labels["hair"] != pictures[b].labels["hair"] for a, b in pairs)
     copies = [pictures[a].colour for a, _ in pairs]  # paints A's own colours
     result = score(judges, pictures, pairs, copies)
-    assert result["hair"]["model"] == {"follow_rate": 0.0, "own_rate": 1.0}
+    assert result["hair"]["model"] == {"follow_rate": 0.0, "own_rate": 1.0,
+                                       "agree_reference": 0.0, "agree_sketch": 1.0}
 
 
 def test_bad_labels_file_is_one_line(tmp_path):

@@ -144,6 +144,10 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     # A finished run asked for more steps continues from its checkpoint.
     more = loop.train(tiny_config(crashed, train={**overrides["train"], "max_steps": 8}))
     assert more["resumed_from_step"] == 6 and more["steps"] == 8
+    # A budget below the checkpoint's step is another run (an ablation at half the
+    # steps), not a finished one: it starts over instead of exporting step 8's weights.
+    fewer = loop.train(tiny_config(crashed, train={**overrides["train"], "max_steps": 4}))
+    assert fewer["resumed_from_step"] == 0 and fewer["steps"] == 4
     # Other model settings: the old checkpoint is not resumed.
     fresh = loop.train(tiny_config(crashed, train=overrides["train"],
                                    model={"style_proj": 4}))

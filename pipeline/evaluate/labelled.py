@@ -166,11 +166,20 @@ def paint(colorizer, pictures: list[Picture], pairs: list[tuple[int, int]],
     return outputs
 
 
-def rates(judge: Judge, kind: str, images: list[np.ndarray], targets: list[str],
-          owners: list[str]) -> dict[str, float]:
-    said = judge.predict(np.stack([features(img, kind) for img in images]))
-    return {"follow_rate": float(np.mean([s == t for s, t in zip(said, targets)])),
-            "own_rate": float(np.mean([s == o for s, o in zip(said, owners)]))}
+def judged(judge: Judge, kind: str, images: list[np.ndarray]) -> list[str]:
+    return judge.predict(np.stack([features(img, kind) for img in images]))
+
+
+def rates(said: list[str], targets: list[str], owners: list[str],
+          judged_targets: list[str], judged_owners: list[str]) -> dict[str, float]:
+    """follow/own rate: the painting judged as B's / A's tag. agree_reference /
+    agree_sketch: judged as the judge judges B's / A's own picture (no tag noise:
+    the judge's word on the reference against its word on the painting)."""
+    def share(a, b):
+        return float(np.mean([x == y for x, y in zip(a, b)]))
+    return {"follow_rate": share(said, targets), "own_rate": share(said, owners),
+            "agree_reference": share(said, judged_targets),
+            "agree_sketch": share(said, judged_owners)}
 
 
 def score(judges: dict[str, Judge], pictures: list[Picture], pairs, outputs) -> dict:
@@ -190,9 +199,13 @@ def score(judges: dict[str, Judge], pictures: list[Picture], pairs, outputs) -> 
             continue
         targets = [pictures[pairs[i][1]].labels[kind] for i in keep]
         owners = [pictures[pairs[i][0]].labels[kind] for i in keep]
+        judged_b = judged(judge, kind, [pictures[pairs[i][1]].colour for i in keep])
+        judged_a = judged(judge, kind, [pictures[pairs[i][0]].colour for i in keep])
         result[kind] = {"pairs": len(keep), "classes": len(judge.classes),
                         "chance": 1.0 / len(judge.classes),
-                        **{m: rates(judge, kind, [imgs[i] for i in keep], targets, owners)
+                        "judged_alike": float(np.mean([a == b for a, b in zip(judged_a, judged_b)])),
+                        **{m: rates(judged(judge, kind, [imgs[i] for i in keep]), targets,
+                                    owners, judged_b, judged_a)
                            for m, imgs in methods.items()}}
     return result
 
@@ -237,9 +250,11 @@ def evaluate_labelled(colorizer, layout, labels_csv: str, count: int, seed: int,
     metrics = {"labels": str(labels_csv), "train_pictures": len(train["hair"][0]),
                "held_out_pictures": len(pictures), "unlabelled_rows": unlabelled,
                "judge_accuracy": held, **score(judges, pictures, pairs, outputs)}
-    log.info("labelled: %d pairs; hair follow %.2f / own %.2f (judge accuracy %.2f)",
-             len(pairs), metrics["hair"]["model"]["follow_rate"],
-             metrics["hair"]["model"]["own_rate"], held["hair"])
+    hair = metrics["hair"]["model"]
+    log.info("labelled: %d pairs; hair follow %.2f / own %.2f (judge accuracy %.2f); "
+             "judged like the reference %.2f / like the sketch's picture %.2f",
+             len(pairs), hair["follow_rate"], hair["own_rate"], held["hair"],
+             hair["agree_reference"], hair["agree_sketch"])
     pair_rows = [[pictures[a].sketch, pictures[b].colour, out, pictures[a].colour]
                  for (a, b), out in zip(pairs[:8], outputs)]
     return metrics, one_sketch_many_references(colorizer, pictures, 4, 5), pair_rows

@@ -231,6 +231,11 @@ def _restore(cfg: Config, trainer: Trainer, identity: dict, d: distributed.Dist)
             ckpt = load_checkpoint(layout.checkpoint, identity)
         except CheckpointMismatch as why:
             log.warning("train: %s; starting from step 0", why)
+    budget = cfg.train.max_steps
+    if ckpt is not None and budget is not None and int(ckpt["step"]) > budget:
+        log.warning("train: %s is at step %d, past train.max_steps %d; starting from step 0",
+                    layout.checkpoint, int(ckpt["step"]), budget)
+        ckpt = None
     if ckpt is not None:
         trainer.load(ckpt)
         start, seconds = int(ckpt["step"]), float(ckpt["seconds"])
