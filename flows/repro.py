@@ -2,10 +2,13 @@
 
 dvc.yaml stays the one DAG. This flow never re-declares it: it asks DVC to
 reproduce the whole pipeline or named stages (plus whatever they depend on),
-optionally `dvc pull`s first and `dvc push`es after, and publishes what DVC
-did as a Prefect markdown artifact: one row per stage (ran / skipped /
-restored from the run-cache, with wall seconds) and the final metrics from
-`dvc metrics show --json`.
+optionally `dvc pull`s first and `dvc push`es after (the remote is checked
+before anything else), and publishes what DVC did as a Prefect markdown
+artifact, also when a DVC command fails: one row per stage (ran / skipped /
+restored from the run-cache, with wall seconds), the headline metrics from
+`dvc metrics show --json`, the stage flow runs it started (tagged with its run
+id, see stages/common.py) and, on failure, DVC's whole error and the last lines
+of its output.
 
 Parameter overrides are written into params.yaml in place, as
 `dvc exp run -S key=value` does in the workspace, so that params.yaml,
@@ -411,15 +414,15 @@ def pipeline_flow(
     if unknown:
         raise ConfigError(f"{root / 'dvc.yaml'}: no stage {unknown[0]!r} (stages: {', '.join(known)})")
 
+    if pull or push:  # before any work: a run that cannot push should not build first
+        logger.info("DVC remote: %s", check_remote(root, remote))
+
     changes = apply_overrides(root / "params.yaml", overrides or {})
     for change in changes:
         logger.info("params.yaml: %s", change)
     if dask_address:
         users = dask_address_users(load_config(root / "params.yaml"))
         logger.info("Dask scheduler %s for stage(s): %s", dask_address, ", ".join(users))
-
-    if pull or push:  # before any work: a run that cannot push should not build first
-        logger.info("DVC remote: %s", check_remote(root, remote))
 
     run_id = str(get_run_context().flow_run.id)
     steps: list[tuple[str, float]] = []

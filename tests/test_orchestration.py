@@ -237,8 +237,10 @@ def test_remote_script_names_missing_plugin(tmp_path):
 
 def test_push_without_a_remote_fails_before_any_work(tmp_path):
     repo = _toy_repo(tmp_path)
+    params = (repo / "params.yaml").read_text()
     with pytest.raises(ConfigError, match=r"no default DVC remote: run `make remote`"):
-        pipeline_flow(repo=str(repo), push=True)
+        pipeline_flow(repo=str(repo), push=True, overrides={"ingest.seed": 5})
+    assert (repo / "params.yaml").read_text() == params  # not even the overrides
     with pytest.raises(ConfigError, match=r"remote='nope': no such DVC remote"):
         pipeline_flow(repo=str(repo), pull=True, remote="nope")
     assert not (repo / "dvc.lock").exists() and not (repo / "data").exists()  # nothing ran
