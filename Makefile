@@ -66,13 +66,16 @@ DVC_REMOTE   ?= ../s2p-dvc-remote
 DASK_HOST    ?= 127.0.0.1
 DASK_PORT    ?= 8786
 DASK_DASHBOARD_PORT ?= 8787
+DASK_WORKER_DASHBOARD_PORT ?= 0
 DASK_ADDRESS ?= tcp://127.0.0.1:$(DASK_PORT)
+DASK_SCHEDULER_PORT = $(lastword $(subst :, ,$(DASK_ADDRESS)))
 
 remote: $(STAMP)
 	scripts/dvc_remote.sh $(DVC_REMOTE)
 
+# The UI calls the API at PREFECT_UI_API_URL: the same port, or it would call 4200.
 server: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=$(PREFECT_API) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 deploy: $(STAMP)
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect work-pool create s2p-process --type process --overwrite
@@ -81,10 +84,13 @@ deploy: $(STAMP)
 worker: $(STAMP)
 	PREFECT_API_URL=$(PREFECT_API) S2P_REPO_DIR=$(CURDIR) $(BIN)/prefect worker start --pool s2p-process
 
+# DASK_ADDRESS, when given, sets the scheduler's port too (one variable for both
+# targets); DASK_DASHBOARD_PORT the scheduler's dashboard, DASK_WORKER_DASHBOARD_PORT
+# the workers' (0: any free port).
 dask-scheduler: $(STAMP)
-	$(BIN)/dask scheduler --host $(DASK_HOST) --port $(DASK_PORT) \
+	$(BIN)/dask scheduler --host $(DASK_HOST) --port $(DASK_SCHEDULER_PORT) \
 		--dashboard-address $(DASK_HOST):$(DASK_DASHBOARD_PORT)
 
 dask-worker: $(STAMP)
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/dask worker $(DASK_ADDRESS) --nworkers 2 --nthreads 1 \
-		--host $(DASK_HOST) --dashboard-address $(DASK_HOST):0
+		--host $(DASK_HOST) --dashboard-address $(DASK_HOST):$(DASK_WORKER_DASHBOARD_PORT)

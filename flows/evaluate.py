@@ -1,6 +1,8 @@
 """Evaluate flow: toon benchmark + baselines + swap test, reconstruction on the
-held-out split, real-image grid; writes data/metrics/evaluate.json,
-data/evaluate/per_part.csv, grid.png and real_grid.png (see pipeline/evaluate)."""
+held-out split, real-image grid; writes the headline data/summary.json (with
+train's final losses and images/s), the full record data/metrics/evaluate.json,
+data/evaluate/per_part.csv, swap_per_part.csv, grid.png and real_grid.png (see
+pipeline/evaluate)."""
 from __future__ import annotations
 
 import csv
@@ -19,12 +21,14 @@ from pipeline.evaluate.grid import tile
 from pipeline.evaluate.real import colorize_real, placeholder_grid, skip_reason
 from pipeline.evaluate.labelled import evaluate_labelled
 from pipeline.evaluate.reconstruction import evaluate_reconstruction
+from pipeline.evaluate.summary import headline
 from pipeline.evaluate.v1_compare import v1_compare_or_reason
 from pipeline.jsonio import read_json, write_json
 
 log = logging.getLogger("s2p.evaluate")
 
 CSV_COLUMNS = ("part", "method", "mean_delta_e", "hit_rate", "label")
+SWAP_COLUMNS = ("part", "projection", "count")
 V1_CELL = 96  # the V1 outputs are 256 px; ours are painted at the trained resolution
 
 
@@ -127,7 +131,7 @@ def evaluate_flow(cfg: Config) -> dict:
     names = toon.PARTS
     rows = [[p.sketch, p.reference, out, p.target] for p, out in zip(pairs, outputs)][: ev.grid_rows]
     write_image(out_dir / "grid.png", tile(rows, cfg.data.resolution))
-    _write_csv(out_dir / "per_part.csv", bench.per_part_rows(result, names))
+    _write_csv(out_dir / "per_part.csv", bench.per_part_rows(result, names), CSV_COLUMNS)
 
     reconstruction = reconstruction_task(cfg, colorizer)
     real = real_images_task(cfg, colorizer, out_dir / "real_grid.png")
@@ -159,15 +163,21 @@ def evaluate_flow(cfg: Config) -> dict:
     }
     metrics = _rounded(metrics)
     write_json(layout.metrics("evaluate"), metrics)
+    _write_csv(out_dir / "swap_per_part.csv", _swap_rows(swap), SWAP_COLUMNS)
+    write_json(layout.summary, headline(metrics, read_json(layout.metrics("train"), default={})))
+    _log_headline(metrics, time.perf_counter() - started)
+    return metrics
+
+
+def _log_headline(metrics: dict, seconds: float) -> None:
     b = metrics["benchmark"]
     log.info(
         "evaluate: %d pairs in %.1f s; mean ΔE00 model %.2f | mean colour %.2f | own palette "
         "%.2f | sketch %.2f; hit rate model %.2f; swap projection %s",
-        len(pairs), time.perf_counter() - started, b["model"]["delta_e"],
+        metrics["pairs"], seconds, b["model"]["delta_e"],
         b["mean_colour"]["delta_e"], b["own_palette"]["delta_e"], b["sketch"]["delta_e"],
-        b["model"]["hit_rate"], swap["projection"],
+        b["model"]["hit_rate"], metrics["swap"]["projection"],
     )
-    return metrics
 
 
 def _encoder_provenance(encoder, seed: int) -> dict:
@@ -177,10 +187,20 @@ def _encoder_provenance(encoder, seed: int) -> dict:
             "style_encoder_weights": encoder.weights_path or f"random (seed {seed})"}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _swap_rows(swap: dict) -> list[dict]:
+    """One row per part (plot: swap projection per part), then 'all'."""
+    rows = [{"part": part, "projection": round(s["projection"], 4), "count": s["count"]}
+            for part, s in swap["per_part"].items() if s["projection"] is not None]
+    if swap["projection"] is not None:
+        rows.append({"part": "all", "projection": round(swap["projection"], 4),
+                     "count": swap["scored"]})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.runner import map_shards, run_flow
 from pipeline.config import Config, ExtractConfig
 from pipeline.jsonio import write_json
+from pipeline.logs import rate_text, throughput
 from pipeline.shards import aligned_jobs, make_fingerprint, plan_shards, read_manifest, write_manifest
 from pipeline.sketch import cached_extractor, check_params, resolve_method
 from pipeline.sketch.shard import all_rejects, extract_shard_file
@@ -97,11 +98,11 @@ def extract_flow(cfg: Config) -> dict:
         "shards": len(manifest["shards"]),
         "shards_skipped": len(plan.done),
         "images_this_run": fresh,
-        "images_per_s": round(fresh / work_seconds, 2) if fresh and work_seconds > 0 else 0.0,
+        "images_per_s": throughput(fresh, work_seconds),
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(cfg.layout.metrics("extract"), metrics)
-    log.info("extract: %d sketches (%s) in %d shard(s), %d rejected, %.2f images/s",
+    log.info("extract: %d sketches (%s) in %d shard(s), %d rejected, %s",
              metrics["images"], metrics["method_used"], metrics["shards"], metrics["rejects"],
-             metrics["images_per_s"])
+             rate_text(metrics["images_per_s"]))
     return metrics

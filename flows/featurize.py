@@ -20,6 +20,7 @@ from flows.runner import map_shards, run_flow, task_progress
 from pipeline import featurize as lib
 from pipeline.config import Config, FeaturizeConfig
 from pipeline.jsonio import write_json
+from pipeline.logs import rate_text, throughput
 from pipeline.shards import aligned_jobs, make_fingerprint, plan_shards, write_manifest
 
 log = logging.getLogger("s2p.featurize")
@@ -75,7 +76,7 @@ def featurize_flow(cfg: Config) -> dict:
     rows_total = sum(job.rows for job in jobs)
     if manifest["rows"] != rows_total:
         raise RuntimeError(f"{plan.folder}: {manifest['rows']} rows, colour set has {rows_total}")
-    rate = round(computed / work_seconds, 2) if computed and work_seconds > 0 else 0.0
+    rate = throughput(computed, work_seconds)
     metrics = {
         **settings,
         "images": manifest["rows"],
@@ -88,6 +89,6 @@ def featurize_flow(cfg: Config) -> dict:
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(cfg.layout.metrics("featurize"), metrics)
-    log.info("featurize: %d images (%d computed, %.2f images/s), style_encoder=%s",
-             metrics["images"], computed, rate, settings["style_encoder"])
+    log.info("featurize: %d images (%d computed, %s), style_encoder=%s",
+             metrics["images"], computed, rate_text(rate), settings["style_encoder"])
     return metrics

@@ -12,6 +12,7 @@ from flows.runner import map_shards, run_flow
 from pipeline import ingest as ing
 from pipeline.config import Config
 from pipeline.jsonio import write_json
+from pipeline.logs import rate_text, throughput
 from pipeline.shards import iter_rows, plan_shards, write_manifest
 
 log = logging.getLogger("s2p.ingest")
@@ -56,8 +57,9 @@ def ingest_flow(cfg: Config) -> dict:
     metrics = _metrics(cfg, manifest, rejects, fresh_rows, work_seconds, started)
     write_json(layout.metrics("ingest"), metrics)
     log.info(
-        "ingest: %d images in %d shard(s), %d rejected, %.1f images/s",
-        metrics["images"], metrics["shards"], metrics["rejected"], metrics["timing"]["images_per_s"],
+        "ingest: %d images in %d shard(s), %d rejected, %s",
+        metrics["images"], metrics["shards"], metrics["rejected"],
+        rate_text(metrics["timing"]["images_per_s"]),
     )
     return metrics
 
@@ -76,7 +78,7 @@ def _metrics(cfg, manifest, rejects, fresh, work_seconds, started) -> dict:
         "splits": {k: splits.get(k, 0) for k in ("train", "val", "test")},
         "inputs_processed_this_run": fresh,
         "timing": {
-            "images_per_s": round(fresh / work_seconds, 2) if fresh and work_seconds > 0 else 0.0,
+            "images_per_s": throughput(fresh, work_seconds),
             "seconds": round(time.perf_counter() - started, 2),
         },
     }

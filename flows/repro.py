@@ -2,10 +2,13 @@
 
 dvc.yaml stays the one DAG. This flow never re-declares it: it asks DVC to
 reproduce the whole pipeline or named stages (plus whatever they depend on),
-optionally `dvc pull`s first and `dvc push`es after, and publishes what DVC
-did as a Prefect markdown artifact: one row per stage (ran / skipped /
-restored from the run-cache, with wall seconds) and the final metrics from
-`dvc metrics show --json`.
+optionally `dvc pull`s first and `dvc push`es after (the remote is checked
+before anything else), and publishes what DVC did as a Prefect markdown
+artifact, also when a DVC command fails: one row per stage (ran / skipped /
+restored from the run-cache, with wall seconds), the headline metrics from
+`dvc metrics show --json`, the stage flow runs it started (tagged with its run
+id, see stages/common.py) and, on failure, DVC's whole error and the last lines
+of its output.
 
 Parameter overrides are written into params.yaml in place, as
 `dvc exp run -S key=value` does in the workspace, so that params.yaml,
@@ -22,6 +25,7 @@ Every DVC call is the DVC CLI in a subprocess, run by the flow's own Python
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -33,13 +37,16 @@ from typing import Any, Iterable, Optional
 
 import yaml
 from prefect import flow, get_run_logger, task
+from prefect.context import get_run_context
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import DASK_ADDRESS_ENV, ConfigError, TaskRunnerConfig, load_config
+from pipeline.logs import PIPELINE_RUN_ENV, pipeline_tag
 from pipeline.params_file import apply_overrides
 
 ARTIFACT_KEY = "s2p-pipeline"
+LOG_TAIL_LINES = 40  # of a failed DVC call, in the artifact
 
 # DVC's own progress lines (dvc/stage/run.py, dvc/stage/__init__.py, dvc/stage/cache.py).
 _STAGE_EVENTS = [
@@ -63,12 +70,33 @@ class DvcCall:
     lines: list[tuple[float, str]]  # (seconds since start, line)
     seconds: float
 
-    def error_line(self) -> str:
-        errors = [line for _, line in self.lines if line.startswith("ERROR")]
-        if errors:
-            return errors[-1]
-        tail = [line for _, line in self.lines if line.strip()]
+    def error_text(self) -> str:
+        """DVC's whole error: from its last ERROR line to the end of its output
+        (DVC wraps a message over several lines), joined into one line."""
+        text = [line.strip() for _, line in self.lines]
+        starts = [i for i, line in enumerate(text) if line.startswith("ERROR")]
+        if starts:
+            return " ".join(line for line in text[starts[-1]:] if line)
+        tail = [line for line in text if line]
         return tail[-1] if tail else "(no output)"
+
+    def failed_stage(self) -> Optional[str]:
+        """The stage DVC was running when it stopped, if any."""
+        running = [m["stage"] for _, line in self.lines
+                   if (m := _STAGE_EVENTS[0][0].match(line.strip()))]
+        return running[-1] if running else None
+
+    def tail(self, count: int = LOG_TAIL_LINES) -> list[str]:
+        return [line for _, line in self.lines if line.strip()][-count:]
+
+
+class DvcFailed(RuntimeError):
+    """A DVC command exited non-zero; carries the call for the run's artifact."""
+
+    def __init__(self, call: DvcCall):
+        self.call = call
+        super().__init__(f"dvc {' '.join(call.args)} failed (exit {call.returncode}): "
+                         f"{call.error_text()}")
 
 
 # --- pure helpers (unit-tested) ------------------------------------------------
@@ -150,8 +178,18 @@ def report_markdown(
     metrics: list[tuple[str, str, Any]],
     metric_errors: list[str],
     metric_missing: list[str] = (),
+    failure: Optional[DvcCall] = None,
+    runs: list[tuple[str, str, str]] = (),
 ) -> str:
     out = ["# Pipeline run", ""]
+    if failure is not None:
+        stage = failure.failed_stage()
+        out += [f"**Failed**: `dvc {' '.join(failure.args)}` exited {failure.returncode}"
+                + (f" in stage `{stage}`" if stage else "") + ".", "",
+                f"> {_cell(failure.error_text())}", "",
+                f"Last {len(failure.tail())} lines of its output:", "", "~~~~"]
+        out += failure.tail()
+        out += ["~~~~", ""]
     out.append(f"Targets: {', '.join(targets) if targets else 'all stages (dvc.yaml)'}")
     if changes:
         out += ["", "Parameter overrides written to params.yaml:", ""]
@@ -168,6 +206,9 @@ def report_markdown(
         out.append("| (none) | | |")
     if metric_missing:
         out += ["", f"Not produced yet: {', '.join(metric_missing)}"]
+    if runs:
+        out += ["", "## Stage flow runs (Prefect)", "", "| flow | state | run |", "|---|---|---|"]
+        out += [f"| {_cell(name)} | {_cell(state)} | {link} |" for name, state, link in runs]
     if metric_errors:
         out += ["", "Metrics files that could not be read:", ""]
         out += [f"- {_cell(e)}" for e in metric_errors]
@@ -175,6 +216,25 @@ def report_markdown(
 
 
 # --- DVC calls -----------------------------------------------------------------
+
+
+# A stage's own log line ("12:00:01 WARNING s2p.x: ...", pipeline/logs.py) or
+# Prefect's ("12:00:01.234 | WARNING | prefect.x - ..."): its clock and its level.
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d(?:\.\d+)? (?:\| )?"
+                       r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*(?:\| )?(?P<rest>.*)$")
+_DVC_LEVEL = re.compile(r"^(?P<level>WARNING|ERROR):\s")
+
+
+def relog(logger, line: str) -> None:
+    """Log a line of DVC's output at the level it was written with, without the
+    stage's own timestamp (Prefect adds one)."""
+    level, text = logging.INFO, line
+    match = _LOG_LINE.match(line)
+    if match:
+        level, text = logging.getLevelName(match["level"]), match["rest"]
+    elif (dvc := _DVC_LEVEL.match(line)):
+        level = logging.getLevelName(dvc["level"])
+    logger.log(level, "%s", text)
 
 
 def _dvc_env(dask_address: str | None) -> dict[str, str]:
@@ -201,17 +261,34 @@ def run_dvc(args: list[str], repo: Path, env: dict[str, str], logger=None) -> Dv
             line = line.rstrip("\n")
             lines.append((time.monotonic() - start, line))
             if logger is not None and line.strip():
-                logger.info("%s", line)
+                relog(logger, line)
         returncode = proc.wait()
     return DvcCall(args, returncode, lines, time.monotonic() - start)
 
 
 def _check(call: DvcCall) -> DvcCall:
     if call.returncode != 0:
-        raise RuntimeError(
-            f"dvc {' '.join(call.args)} failed (exit {call.returncode}): {call.error_line()}"
-        )
+        raise DvcFailed(call)
     return call
+
+
+def check_remote(repo: Path, remote: Optional[str]) -> str:
+    """The remote that `dvc pull`/`dvc push` will use, checked before any work:
+    a missing one is one line naming the fix (ConfigError)."""
+    listed = run_dvc(["remote", "list"], repo, _dvc_env(None))
+    names = [line.split()[0] for _, line in listed.lines if line.strip()]
+    if remote is not None:
+        if remote not in names:
+            raise ConfigError(f"remote={remote!r}: no such DVC remote in {repo} "
+                              f"(remotes: {', '.join(names) or 'none'})")
+        return remote
+    default = run_dvc(["remote", "default"], repo, _dvc_env(None))
+    name = " ".join(line for _, line in default.lines).strip()
+    if default.returncode != 0 or not name or name not in names:
+        raise ConfigError(
+            f"pull/push asked but {repo} has no default DVC remote: run `make remote` "
+            "(or scripts/dvc_remote.sh URL) there first, or pass remote=<name>")
+    return name
 
 
 def dvc_stage_names(repo: Path) -> list[str]:
@@ -236,11 +313,33 @@ def dvc_pull(repo: str, targets: list[str], remote: Optional[str], run_cache: bo
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
 def dvc_repro(
-    repo: str, targets: list[str], force: bool, dask_address: Optional[str]
+    repo: str, targets: list[str], force: bool, dask_address: Optional[str],
+    pipeline_run: Optional[str] = None,
 ) -> list[StageTiming]:
     args = ["repro", *(["--force"] if force else []), *targets]
-    call = _check(run_dvc(args, Path(repo), _dvc_env(dask_address), get_run_logger()))
+    env = _dvc_env(dask_address)
+    if pipeline_run:  # each stage tags its flow run with it (stages/common.py)
+        env[PIPELINE_RUN_ENV] = pipeline_run
+    call = _check(run_dvc(args, Path(repo), env, get_run_logger()))
     return stage_timings(call.lines, call.seconds)
+
+
+def stage_runs(pipeline_run: str) -> list[tuple[str, str, str]]:
+    """(stage flow name, state, link or id) of the stage flow runs that this
+    pipeline run started: they carry its tag (stages/common.py)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_UI_URL
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[pipeline_tag(pipeline_run)])),
+            sort=FlowRunSort.START_TIME_ASC)
+        names = {f.id: f.name for f in client.read_flows()} if runs else {}
+    ui = PREFECT_UI_URL.value()
+    return [(names.get(r.flow_id, "?"), r.state_name or "?",
+             f"[{r.name}]({ui}/runs/flow-run/{r.id})" if ui else str(r.id)) for r in runs]
 
 
 @task(name="dvc-push", cache_policy=NO_CACHE)
@@ -283,6 +382,50 @@ def dask_address_users(cfg) -> list[str]:
     return users
 
 
+def _run_dvc(root: Path, targets, pull, push, remote, run_cache, force, dask_address,
+             retries, run_id):
+    """dvc pull / repro / push in order; returns (steps, stage timings, the failed
+    call or None): a failure stops the sequence but not the report."""
+    steps: list[tuple[str, float]] = []
+    timings: list[StageTiming] = []
+    failure: Optional[DvcCall] = None
+    try:
+        if pull:
+            steps.append(("dvc pull", dvc_pull(str(root), targets, remote, run_cache)))
+        t0 = time.monotonic()
+        timings = dvc_repro.with_options(retries=retries)(str(root), targets, force,
+                                                           dask_address, run_id)
+        steps.append(("dvc repro", time.monotonic() - t0))
+        if push:
+            steps.append(("dvc push", dvc_push(str(root), targets, remote, run_cache)))
+    except DvcFailed as err:
+        failure = err.call
+        steps.append((f"dvc {failure.args[0]} (failed)", failure.seconds))
+        if failure.args[0] == "repro":
+            timings = stage_timings(failure.lines, failure.seconds)
+    return steps, timings, failure
+
+
+def _report(root: Path, targets, changes, steps, timings, failure, run_id) -> list:
+    """Log the metrics and write the run's markdown artifact (on failure too);
+    returns the flattened metrics."""
+    logger = get_run_logger()
+    try:
+        metrics, metric_errors, metric_missing = flatten_metrics(dvc_metrics(str(root)))
+    except RuntimeError as err:  # the artifact is still written
+        metrics, metric_errors, metric_missing = [], [str(err)], []
+    for err in metric_errors:
+        logger.warning("%s", err)
+    if metric_missing:
+        logger.info("metrics not produced yet: %s", ", ".join(metric_missing))
+    markdown = report_markdown(targets, changes, steps, timings, metrics, metric_errors,
+                               metric_missing, failure, stage_runs(run_id))
+    create_markdown_artifact(
+        markdown=markdown, key=ARTIFACT_KEY, description="dvc repro: stage durations and metrics"
+    )
+    return metrics
+
+
 @flow(name="pipeline")
 def pipeline_flow(
     stages: Optional[list[str]] = None,
@@ -315,6 +458,9 @@ def pipeline_flow(
     if unknown:
         raise ConfigError(f"{root / 'dvc.yaml'}: no stage {unknown[0]!r} (stages: {', '.join(known)})")
 
+    if pull or push:  # before any work: a run that cannot push should not build first
+        logger.info("DVC remote: %s", check_remote(root, remote))
+
     changes = apply_overrides(root / "params.yaml", overrides or {})
     for change in changes:
         logger.info("params.yaml: %s", change)
@@ -322,25 +468,12 @@ def pipeline_flow(
         users = dask_address_users(load_config(root / "params.yaml"))
         logger.info("Dask scheduler %s for stage(s): %s", dask_address, ", ".join(users))
 
-    steps: list[tuple[str, float]] = []
-    if pull:
-        steps.append(("dvc pull", dvc_pull(str(root), targets, remote, run_cache)))
-    t0 = time.monotonic()
-    timings = dvc_repro.with_options(retries=retries)(str(root), targets, force, dask_address)
-    steps.append(("dvc repro", time.monotonic() - t0))
-    if push:
-        steps.append(("dvc push", dvc_push(str(root), targets, remote, run_cache)))
-
-    metrics, metric_errors, metric_missing = flatten_metrics(dvc_metrics(str(root)))
-    for err in metric_errors:
-        logger.warning("%s", err)
-    if metric_missing:
-        logger.info("metrics not produced yet: %s", ", ".join(metric_missing))
-    markdown = report_markdown(targets, changes, steps, timings, metrics, metric_errors,
-                               metric_missing)
-    create_markdown_artifact(
-        markdown=markdown, key=ARTIFACT_KEY, description="dvc repro: stage durations and metrics"
-    )
+    run_id = str(get_run_context().flow_run.id)
+    steps, timings, failure = _run_dvc(root, targets, pull, push, remote, run_cache, force,
+                                       dask_address, retries, run_id)
+    metrics = _report(root, targets, changes, steps, timings, failure, run_id)
+    if failure is not None:
+        raise DvcFailed(failure)
     ran = [t.stage for t in timings if t.status != "skipped"]
     logger.info("dvc repro finished: %s", ", ".join(ran) if ran else "nothing to do")
     return {

@@ -48,6 +48,17 @@ class TaskRunnerConfig(_Section):
     address: Optional[str] = None
 
 
+# Where a stage writes and how its work is scheduled, never what it makes: these
+# keys of a params section must not enter a shard fingerprint or an output
+# (tests/test_ingest.py: switching ingest to Dask re-runs nothing downstream).
+EXECUTION_KEYS = frozenset({"root", "runner", "chunks_in_flight", "shards_in_flight"})
+
+
+def content_settings(section: BaseModel) -> dict:
+    """A params section without its EXECUTION_KEYS: what its output depends on."""
+    return section.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
+
+
 def dask_address(cfg: TaskRunnerConfig, key: str) -> str:
     """The scheduler of a `dask_address` runner; `key` names the params section."""
     address = cfg.address or os.environ.get(DASK_ADDRESS_ENV)

@@ -24,7 +24,8 @@ from typing import Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Config, ConfigError, DataConfig, IngestConfig, dask_address
+from pipeline.config import (Config, ConfigError, DataConfig, IngestConfig, content_settings,
+                             dask_address)
 from pipeline.images import Rejected, deterministic, encode_image, prepare_illustration
 from pipeline.jsonio import atomic_path
 from pipeline.shards import (
@@ -80,7 +81,8 @@ def plan_jobs(cfg: Config) -> tuple[list[ShardJob], list[dict]]:
         chunks, rejects = plan_folder(cfg.ingest.folder, cfg.data.shard_rows)
     shard_dir = cfg.layout.shards("color")
     jobs = [ShardJob(shard_name(i), shard_dir / shard_name(i),
-                     make_fingerprint(cfg.data, cfg.ingest, items), work=len(items),
+                     make_fingerprint(content_settings(cfg.data),
+                                      content_settings(cfg.ingest), items), work=len(items),
                      inputs=tuple(items))
             for i, items in enumerate(chunks)]
     return jobs, rejects

@@ -3,7 +3,8 @@ the data tree (dvc.yaml declares the same paths as stage outputs).
 
     shards/<set>/            Parquet shard sets: color, sketch, style
     rejects.parquet          ingest's rejected inputs
-    metrics/<stage>.json     one metrics file per stage
+    summary.json             the headline metrics (DVC metrics; pipeline/evaluate/summary.py)
+    metrics/<stage>.json     each stage's full record (in git, not DVC metrics)
     models/generator.pt      the exported generator (+ generator.json)
     train/checkpoints/       training state (latest.pt)
     train/samples/           sample grids
@@ -31,6 +32,10 @@ class Layout:
 
     def metrics(self, stage: str) -> Path:
         return self.root / "metrics" / f"{stage}.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
 
     @property
     def rejects(self) -> Path:

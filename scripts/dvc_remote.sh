@@ -39,8 +39,11 @@ case "$url" in
     fi
     ;;
   *)
-    # A local folder: create it so the first push does not fail on a typo'd parent.
+    # A local folder: create it so the first push does not fail on a typo'd parent,
+    # and record it absolute: DVC reads a relative URL from the config file's folder
+    # (.dvc/), so a committed relative path would point elsewhere in every clone.
     mkdir -p "$url"
+    url="$(cd "$url" && pwd -P)"
     ;;
 esac
 

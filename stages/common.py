@@ -33,7 +33,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 from pipeline.config import ConfigError, load_config  # noqa: E402
-from pipeline.logs import setup_logging  # noqa: E402
+from pipeline.logs import (PIPELINE_RUN_ENV, lines_for_pipes, pipeline_tag,  # noqa: E402
+                          setup_logging)
 
 # stage -> (its checks of params against this machine, its flow's entry), as
 # "module:function". dvc.yaml runs `python -m stages <stage>` for each.
@@ -61,12 +62,14 @@ def main(argv: list[str]) -> None:
 def run_stage(stage: str, params: str = "params.yaml") -> None:
     """Run `stage` (a key of STAGES) on the params ($S2P_PARAMS overrides the path)."""
     check, body = (_function(target) for target in STAGES[stage])
+    lines_for_pipes()  # before Prefect makes its handlers: they write to sys.stderr
     setup_logging()
     stop_on_signals(stage)
     try:
         cfg = load_config(os.environ.get("S2P_PARAMS", params))
         check()(cfg)
-        body()(cfg)
+        with _pipeline_tags():
+            body()(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -74,6 +77,17 @@ def run_stage(stage: str, params: str = "params.yaml") -> None:
         # Prefect has recorded the run as crashed; leave without waiting on
         # task threads that cannot be interrupted.
         exit_now(_received[0] if _received else signal.SIGINT)
+
+
+def _pipeline_tags():
+    """Under the pipeline flow, tag this stage's Prefect flow run with the pipeline
+    run's id, so the UI (and the run's artifact) lead from a pipeline run to its stages."""
+    run_id = os.environ.get(PIPELINE_RUN_ENV)
+    if not run_id:
+        return contextlib.nullcontext()
+    from prefect import tags
+
+    return tags(pipeline_tag(run_id), "s2p-stage")
 
 
 def _function(target: str):

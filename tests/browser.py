@@ -38,14 +38,16 @@ def require_browser() -> None:
     pytest.skip(f"{why} (`make browser` installs Debian's chromium and chromium-driver)")
 
 
-def start_chromium(profile_dir: Path, width: int = 1400, height: int = 1000):
-    """A headless chromium WebDriver with a fresh profile in `profile_dir`; call .quit()."""
+def start_chromium(profile_dir: Path, width: int = 1400, height: int = 1000,
+                   extra_flags: tuple[str, ...] = ()):
+    """A headless chromium WebDriver with a fresh profile in `profile_dir`; call .quit().
+    `extra_flags`, e.g. a dead proxy, to prove a page needs no network."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in CHROMIUM_FLAGS:
+    for flag in (*CHROMIUM_FLAGS, *extra_flags):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile_dir}")
     options.add_argument(f"--window-size={width},{height}")

@@ -49,6 +49,8 @@ def write_dataset(cfg, n: int = 12) -> None:
         write_manifest(shards / kind, kind)
     (cfg.data_root / "metrics").mkdir(parents=True, exist_ok=True)
     (cfg.data_root / "metrics" / "extract.json").write_text(json.dumps({"method_used": "classical"}))
+    (cfg.data_root / "metrics" / "train.json").write_text(json.dumps(
+        {"images_per_s": 12.345, "loss_final": {"g_l1": 0.123456, "d_total": 0.69314, "g_total": 1.0}}))
 
 
 def save_tiny_generator(cfg) -> None:
@@ -108,6 +110,23 @@ def test_evaluate_end_to_end(tmp_path, torch_home):
     assert {r["method"] for r in rows} == {"model", "sketch", "mean_colour", "own_palette"}
     model_all = next(r for r in rows if r["part"] == "all" and r["method"] == "model")
     assert float(model_all["mean_delta_e"]) == pytest.approx(saved["benchmark"]["model"]["delta_e"], abs=1e-3)
+
+    # The headline: the one DVC metrics file, flat and short (issue 11, items 1-2).
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary) == {"de", "hit", "swap", "de_mean", "de_own", "psnr", "ssim", "img_s",
+                            "g_l1"}
+    assert summary["de"] == round(saved["benchmark"]["model"]["delta_e"], 2)
+    assert summary["de_mean"] == round(saved["benchmark"]["mean_colour"]["delta_e"], 2)
+    assert summary["hit"] == round(saved["benchmark"]["model"]["hit_rate"], 3)
+    assert summary["ssim"] == round(recon["ssim"], 3)
+    assert (summary["img_s"], summary["g_l1"]) == (12.3, 0.1235)
+    assert all(not isinstance(v, (dict, list)) for v in summary.values())
+    with open(root / "evaluate" / "swap_per_part.csv") as fh:
+        swaps = list(csv.DictReader(fh))
+    assert swaps[-1]["part"] == "all"
+    assert float(swaps[-1]["projection"]) == pytest.approx(saved["swap"]["projection"], abs=1e-3)
+    assert {r["part"] for r in swaps[:-1]} == {p for p, v in saved["swap"]["per_part"].items()
+                                               if v["projection"] is not None}
 
     res = cfg.data.resolution
     with Image.open(root / "evaluate" / "grid.png") as grid:

@@ -90,3 +90,23 @@ def test_make_dask_scheduler_and_worker_listen_on_loopback_only(tmp_path):
     assert {port, dashboard} <= ports
     assert len(sockets) >= 6  # scheduler + dashboard, 2 x (nanny, worker, worker dashboard)
     assert {ip for _, ip, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def _dry_run(target: str, **variables) -> str:
+    cmd = ["make", "-s", "-n", "-o", ".venv/.installed", target,
+           *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def test_make_targets_take_every_port_from_one_variable():
+    """Issue 11, item 8: the UI calls the port it is served on; the scheduler's port
+    follows DASK_ADDRESS like the workers'; both dashboards can be set."""
+    server = _dry_run("server", PREFECT_PORT=4317)
+    assert "PREFECT_UI_API_URL=http://127.0.0.1:4317/api" in server and "--port 4317" in server
+    scheduler = _dry_run("dask-scheduler", DASK_ADDRESS="tcp://127.0.0.1:9911",
+                         DASK_DASHBOARD_PORT=9912)
+    assert "--port 9911" in scheduler and "--dashboard-address 127.0.0.1:9912" in scheduler
+    worker = _dry_run("dask-worker", DASK_ADDRESS="tcp://127.0.0.1:9911",
+                      DASK_WORKER_DASHBOARD_PORT=9913)
+    assert "tcp://127.0.0.1:9911" in worker and "--dashboard-address 127.0.0.1:9913" in worker
+    assert "--port 8800" in _dry_run("dask-scheduler", DASK_PORT=8800)  # the old way still works

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -229,3 +230,144 @@ def test_remote_script_names_missing_plugin(tmp_path):
     proc = subprocess.run([REPO / "scripts" / "dvc_remote.sh", "s3://bucket/s2p"], cwd=tmp_path,
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "pip install dvc-s3" in proc.stderr
+
+
+# --- issue 11: remote checked first, whole errors, artifacts on failure, stage tags ---
+
+
+def test_push_without_a_remote_fails_before_any_work(tmp_path):
+    repo = _toy_repo(tmp_path)
+    params = (repo / "params.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"no default DVC remote: run `make remote`"):
+        pipeline_flow(repo=str(repo), push=True, overrides={"ingest.seed": 5})
+    assert (repo / "params.yaml").read_text() == params  # not even the overrides
+    with pytest.raises(ConfigError, match=r"remote='nope': no such DVC remote"):
+        pipeline_flow(repo=str(repo), pull=True, remote="nope")
+    assert not (repo / "dvc.lock").exists() and not (repo / "data").exists()  # nothing ran
+
+
+def test_failed_repro_keeps_dvcs_whole_error_and_writes_the_artifact(tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from flows.repro import ARTIFACT_KEY, DvcFailed
+
+    repo = _toy_repo(tmp_path)
+    (repo / "stages" / "c.py").write_text(
+        "import sys\nprint('c: the last words of a failing stage', flush=True)\nsys.exit(3)\n")
+    with open(repo / "dvc.yaml", "a") as fh:
+        fh.write("  c:\n    cmd: python stages/c.py\n    deps: [stages/c.py, data/shards/b]\n"
+                 "    outs: [data/shards/c]\n")
+    with pytest.raises(DvcFailed) as caught:
+        pipeline_flow(repo=str(repo))
+    message = str(caught.value)
+    assert re.match(r"dvc repro failed \(exit \d+\): ERROR: failed to reproduce 'c'", message)
+    assert "stages/c.py" in message and "exited with 3" in message, message  # not cut mid-sentence
+    assert "\n" not in message
+    with get_client(sync_client=True) as client:
+        (artifact,) = [a for a in client.read_artifacts() if a.key == ARTIFACT_KEY
+                       and "stages/c.py" in (a.data or "")][-1:]
+    text = artifact.data
+    assert re.search(r"\*\*Failed\*\*: `dvc repro` exited \d+ in stage `c`\.", text), text
+    assert "c: the last words of a failing stage" in text  # the failed stage's log tail
+    assert "| a | ran |" in text and "| c | ran |" in text  # what ran before it failed
+    assert "| data/metrics/a.json | shards | 3 |" in text
+
+
+def test_error_text_joins_dvcs_wrapped_message():
+    from flows.repro import DvcCall
+
+    call = DvcCall(["push"], 1, [(0.0, "Collecting"), (0.1, "ERROR: failed to push data to the "
+                                 "cloud - config file error: no remote specified in"),
+                                (0.1, "/repo/.dvc/config. Create a default remote with"),
+                                (0.1, "    dvc remote add -d <remote name> <remote url>"),
+                                (0.2, "")], 0.2)
+    assert call.error_text() == (
+        "ERROR: failed to push data to the cloud - config file error: no remote specified in "
+        "/repo/.dvc/config. Create a default remote with dvc remote add -d <remote name> "
+        "<remote url>")
+    assert call.failed_stage() is None
+    assert DvcCall(["repro"], 1, [(0.0, "x")], 0.0).error_text() == "x"
+
+
+def test_stage_lines_relogged_at_their_level_with_one_timestamp():
+    import logging
+
+    from flows.repro import relog
+
+    got = []
+
+    class Recorder:
+        def log(self, level, fmt, text):
+            got.append((logging.getLevelName(level), text))
+
+    for line in ("18:01:02 WARNING s2p.evaluate: sketches differ",
+                 "18:01:02.123 | INFO    | Flow run 'x' - Finished in state Completed()",
+                 "18:01:02.123 | ERROR   | Task run 'y' - boom",
+                 "WARNING: some outputs are missing", "Running stage 'a':"):
+        relog(Recorder(), line)
+    assert got == [("WARNING", "s2p.evaluate: sketches differ"),
+                   ("INFO", "Flow run 'x' - Finished in state Completed()"),
+                   ("ERROR", "Task run 'y' - boom"),
+                   ("WARNING", "WARNING: some outputs are missing"),
+                   ("INFO", "Running stage 'a':")]
+
+
+def test_progress_bars_never_glue_onto_log_lines_in_a_pipe():
+    import io
+
+    from tqdm import tqdm
+
+    from pipeline.logs import LineProgress
+
+    out = io.StringIO()
+    stream = LineProgress(out)
+    bar = tqdm(total=4, desc="extract", file=stream, mininterval=0)
+    bar.update(2)
+    stream.write("12:00:01 INFO s2p.extract: a log line\n")
+    bar.update(2)
+    bar.close()
+    lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
+    assert "12:00:01 INFO s2p.extract: a log line" in lines, lines
+    assert all(ln.startswith(("extract:", "12:00:01")) for ln in lines), lines
+
+
+def test_throughput_says_reused_when_no_shard_was_made():
+    from pipeline.logs import rate_text, throughput
+
+    assert throughput(0, 3.0) == "reused" and rate_text("reused") == "all shards reused"
+    assert throughput(50, 2.0) == 25.0 and rate_text(25.0) == "25.00 images/s"
+
+
+def test_overrides_change_only_their_own_lines(tmp_path):
+    """null values and everything else stay as written (issue 11, item 9)."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_text().splitlines()
+    apply_overrides(params, {"ingest.toon_count": 7, "evaluate.labels": None})
+    after = params.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 1, changed
+    assert changed[0][1].strip().startswith("toon_count: 7")
+    assert sum("null" in ln for ln in after) == sum("null" in ln for ln in before) >= 5
+
+
+def test_stage_flow_runs_carry_the_pipeline_runs_tag(monkeypatch):
+    from prefect.context import TagsContext
+
+    from stages.common import _pipeline_tags
+
+    monkeypatch.delenv("S2P_PIPELINE_RUN", raising=False)
+    with _pipeline_tags():
+        assert not any(t.startswith("pipeline-run:") for t in TagsContext.get().current_tags)
+    monkeypatch.setenv("S2P_PIPELINE_RUN", "1234")
+    with _pipeline_tags():
+        assert {"pipeline-run:1234", "s2p-stage"} <= TagsContext.get().current_tags
+
+
+def test_remote_script_records_a_relative_folder_as_absolute(tmp_path):
+    repo = _toy_repo(tmp_path)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run([REPO / "scripts" / "dvc_remote.sh", "../remote-store"], cwd=repo, env=env,
+                   check=True, capture_output=True)
+    config = (repo / ".dvc" / "config").read_text()
+    assert f"url = {(tmp_path / 'remote-store').resolve()}" in config, config

@@ -291,7 +291,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
                 now = time.perf_counter()
                 rate = images * len(window) / (now - window_started)
                 if monitor is not None and step % t.monitor_every == 0:
-                    watched = monitor.score()  # not counted in images/s
+                    watched = monitor.score()  # not counted in images/s (monitor.seconds)
                 log_window(live, window, step, cfg, rate, bar,
                            watched if step % t.monitor_every == 0 else {})
                 window, window_started = [], time.perf_counter()
@@ -302,9 +302,10 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
         if t.max_minutes is not None:  # clocks differ: rank 0's word must hold for all
             done = distributed.any_rank(done, device)
         if monitor is not None and done and step % t.monitor_every:
-            watched = monitor.score()  # the final step's scores, kept with the checkpoint
+            watched = monitor.score()  # the final step's, kept with the checkpoint
         if d.main and (step % t.checkpoint_every == 0 or done):
-            rate = images * (step - start) / (time.perf_counter() - run_started)
+            busy = time.perf_counter() - run_started - (monitor.seconds if monitor else 0.0)
+            rate = images * (step - start) / busy
             summary = _checkpoint(cfg, trainer, identity, step, seconds, recent, watched, rate)
     if not d.main:
         return None

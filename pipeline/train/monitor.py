@@ -11,6 +11,7 @@ style encoder is then dropped, so the monitor costs one small painting batch.
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -38,11 +39,13 @@ class Monitor:
         self.codes = [bench.reference_codes(self.colorizer, self.pairs, w, self.batch)
                       for w in (0, 1)]
         self.colorizer.encoder = None  # codes are fixed: free VGG19's memory
+        self.seconds = 0.0  # spent scoring: the loop leaves it out of images/s
 
     @torch.no_grad()
     def score(self) -> dict[str, float]:
         """{"swap/all": …, "delta_e/all": …, "hit_rate": …, "swap/<part>": …,
         "delta_e/<part>": …} (dvclive nests names at "/", so "all" is a leaf too)."""
+        started = time.perf_counter()
         was_training = self.G.training
         self.G.eval()
         try:
@@ -50,6 +53,7 @@ class Monitor:
                                         progress=False)
         finally:
             self.G.train(was_training)
+            self.seconds += time.perf_counter() - started
         result = bench.score(self.pairs, *outputs, self.cfg.evaluate.hit_threshold)
         model = result["benchmark"]["model"]
         scores = {"swap/all": result["swap"]["projection"], "delta_e/all": model["delta_e"],
