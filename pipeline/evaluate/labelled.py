@@ -15,7 +15,10 @@ the CSV, e.g. `../shared/samples/faces/labels.csv`), the evaluate stage:
    the painting: **follow rate** = share judged as B's label, **own rate** =
    share judged as A's. The same for the baselines: the sketch alone, B's mean
    colour under A's lines, and A's own colours (own rate = the judge's accuracy
-   on A). Eye rates use the pairs whose eye labels differ too.
+   on A). Eye rates use the pairs whose eye labels differ too. Tag-free:
+   **agree_reference** / **agree_sketch** = share judged as the judge judges
+   B's / A's own picture (its word on the painting against its word on the
+   pictures, so a wrong tag does not count against the painting).
 
 Tags are noisy (SOURCES.md of the faces says so): the judge learns whatever the
 tags mean, so the rates stay meaningful, but a class name is the tag's, not a
