@@ -188,9 +188,10 @@ def _encoder_provenance(encoder, seed: int) -> dict:
 
 
 def _swap_rows(swap: dict) -> list[dict]:
-    """One row per part (plot: swap projection per part), then 'all'."""
+    """One row per part in name order (a resumed run reads the parts back from sorted JSON,
+    so name order is the one order both paths give), then 'all'."""
     rows = [{"part": part, "projection": round(s["projection"], 4), "count": s["count"]}
-            for part, s in swap["per_part"].items() if s["projection"] is not None]
+            for part, s in sorted(swap["per_part"].items()) if s["projection"] is not None]
     if swap["projection"] is not None:
         rows.append({"part": "all", "projection": round(swap["projection"], 4),
                      "count": swap["scored"]})

@@ -125,8 +125,8 @@ def test_evaluate_end_to_end(tmp_path, torch_home):
         swaps = list(csv.DictReader(fh))
     assert swaps[-1]["part"] == "all"
     assert float(swaps[-1]["projection"]) == pytest.approx(saved["swap"]["projection"], abs=1e-3)
-    assert {r["part"] for r in swaps[:-1]} == {p for p, v in saved["swap"]["per_part"].items()
-                                               if v["projection"] is not None}
+    assert [r["part"] for r in swaps[:-1]] == sorted(
+        p for p, v in saved["swap"]["per_part"].items() if v["projection"] is not None)
 
     res = cfg.data.resolution
     with Image.open(root / "evaluate" / "grid.png") as grid:
@@ -135,8 +135,10 @@ def test_evaluate_end_to_end(tmp_path, torch_home):
 
     # Deterministic: a second run gives the same metrics, byte for byte.
     before = (root / "metrics" / "evaluate.json").read_bytes()
+    swap_csv = (root / "evaluate" / "swap_per_part.csv").read_bytes()
     evaluate(cfg)
     assert (root / "metrics" / "evaluate.json").read_bytes() == before
+    assert (root / "evaluate" / "swap_per_part.csv").read_bytes() == swap_csv
 
 
 
