@@ -162,6 +162,16 @@ def test_batched_equals_one_by_one(model, images):
     assert [s.shape for s in ex.extract(images)] == [img.shape[:2] for img in images]
 
 
+def test_inference_graph_equals_the_keras_model(model):
+    """BatchNorm folding and the sub-pixel decoder convolutions change only float32
+    rounding; 48 px gives odd low-resolution sizes (3, 6, 12, 24) at the borders."""
+    forward = sk.build_inference(model)
+    planes = np.random.default_rng(2).normal(size=(2, 48, 48, 1)).astype(np.float32)
+    ref = model(planes, training=False).numpy()
+    np.testing.assert_allclose(forward(planes).numpy(), ref, atol=1e-4)
+    assert np.abs(ref).max() > 1  # not trivially small outputs
+
+
 def test_auto_uses_sketchkeras_when_weights_exist(saved, tmp_path):
     cfg = tiny_config(tmp_path, extract={"method": "auto", "weights": str(saved), "work_size": WORK,
                                          "variant": "pured"})
