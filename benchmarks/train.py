@@ -2,14 +2,17 @@
 
     python benchmarks/train.py [--params params.yaml] [--data data] [--steps 4]
                                [--workers 0 2] [--samples 512] [--repeats 1]
-                               [--skip-train] [--compile] [--json out.json]
+                               [--skip-train] [--breakdown] [--compile] [--json out.json]
 
 1. Loader images/s (`make_loader`: decode, crop/flip, float tensors in the
    training process; 0 and N workers) against a bare loop in as many processes
    that reads the same columns (colour, sketch, style codes) of the same row
    groups and decodes both PNGs, nothing else. Settings are measured in
-   interleaved rounds (`--repeats`); the figures are medians. Also printed: the
-   loader's rate at params' num_workers over what one training step (b) takes.
+   interleaved rounds (`--repeats`); the figures are medians. Wall-clock rates
+   swing with whatever else runs on the machine, so the CPU time each side
+   spends per image (all its processes) is printed too, and with
+   `--breakdown` where the loader's CPU goes, stage by stage. Also printed:
+   the loader's rate at params' num_workers over what one training step (b) takes.
 2. Training images/s at params' model/resolution/batch:
    (a) plain: eager fp32, the style code V(y) computed online by VGG19 from each
        batch (what a training script without a featurize stage does);
@@ -47,6 +50,7 @@ from pipeline.shards import read_aligned  # noqa: E402
 from pipeline.train.loader import (  # noqa: E402
     COLUMNS,
     Packed,
+    ShardStream,
     _fixed_lists,
     _style_aug,
     index_units,
@@ -122,8 +126,9 @@ def bare_decode(root: Path, dim: int, limit: int, processes: int) -> tuple[float
     return n / max(r[1] for r in results), sum(r[2] for r in results) / n * 1e6
 
 
-def loader_rate(cfg, limit: int) -> tuple[float, float]:
-    """(images/s, CPU µs per image: this process and the workers) of make_loader."""
+def loader_rate(cfg, limit: int) -> tuple[float, float, float]:
+    """(images/s, CPU µs per image: this process and the workers, and this
+    process alone) of make_loader."""
     loader = make_loader(cfg)
     it = iter(loader.loader)  # the DataLoader itself, to see its worker processes
     next(it)  # worker start-up is not throughput
@@ -134,8 +139,44 @@ def loader_rate(cfg, limit: int) -> tuple[float, float]:
         batch = next(it)
         n += len((batch.unpack() if isinstance(batch, Packed) else batch)["id"])
     seconds = time.perf_counter() - started
-    used = _cpu() - cpu[0] + sum(_cpu(p) - c for p, c in zip(pids, cpu[1:]))
-    return n / seconds, used / n * 1e6
+    main = _cpu() - cpu[0]
+    used = main + sum(_cpu(p) - c for p, c in zip(pids, cpu[1:]))
+    return n / seconds, used / n * 1e6, main / n * 1e6
+
+
+def _stage_cpu(items, per_item: int, limit: int) -> float:
+    """CPU µs per image of drawing `limit` images from the generator `items`."""
+    next(items)  # start-up
+    n, cpu = 0, _cpu()
+    while n < limit:
+        next(items)
+        n += per_item
+    return (_cpu() - cpu) / n * 1e6
+
+
+def breakdown(cfg, root: Path, limit: int, repeats: int) -> list[tuple[str, float]]:
+    """Where the loader's CPU goes, in this process (0 workers), stage by stage:
+    each stage does all the work of the one before it, plus its own."""
+    t, dim, bs = cfg.train, cfg.model.style_dim, cfg.train.batch_size
+
+    def stream():
+        return ShardStream(root, "train", resolution=cfg.data.resolution, crop=t.random_crop,
+                           flip=t.flip, self_reference=t.augmented_self_reference, seed=t.seed,
+                           shuffle_buffer=t.shuffle_buffer, batch_size=bs, style_dim=dim)
+
+    zero = cfg.model_copy(update={"train": t.model_copy(update={"num_workers": 0})})
+    stages = {
+        "bare read + decode": lambda: (_bare_rows(root, dim, 0, 1), 1),
+        "+ stream rows (keys, draws, crop/flip, codes)": lambda: (stream()._rows(), 1),
+        "+ packed uint8 batches (Packed.of)": lambda: (stream().batches(), bs),
+        "+ float tensors (Packed.unpack)": lambda: ((p.unpack() for p in stream().batches()), bs),
+        "make_loader, 0 workers (+ DataLoader)": lambda: (iter(make_loader(zero)), bs),
+    }
+    timed: dict[str, list[float]] = {k: [] for k in stages}
+    for _ in range(repeats):
+        for name, make in stages.items():
+            timed[name].append(_stage_cpu(*make(), limit))
+    return [(name, statistics.median(v)) for name, v in timed.items()]
 
 
 def train_rate(cfg, device, steps: int, online_vgg: bool) -> float:
@@ -147,17 +188,18 @@ def train_rate(cfg, device, steps: int, online_vgg: bool) -> float:
         from pipeline.style_encoder import StyleEncoder
 
         f = cfg.featurize
-        encoder = StyleEncoder(f.weights, f.input_size, f.seed).to(device)
+        encoder = StyleEncoder(f.weights, f.input_size, f.seed, "fp32", f.code).to(device)
     it = iter(make_loader(cfg, pin_memory=device.type == "cuda"))
     next(it)
 
     def one():
         batch = next(it)
-        sketch, color, reference, style = trainer.to_device(batch)
+        sketch, color, reference, style, flipped = trainer.to_device(batch)
         if encoder is not None:  # the plain loop: V(y) from the batch, every step
-            style = encoder((color.float() + 1) / 2)
+            upright = torch.where(flipped.view(-1, 1, 1, 1), color.flip(-1), color)
+            style = encoder((upright.float() + 1) / 2)  # V of the unmirrored image
             reference = style
-        trainer.step(sketch, color, reference, style)
+        trainer.step(sketch, color, reference, style, flipped)
 
     one()  # warm-up (and compilation)
     _sync(device)
@@ -205,6 +247,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=1,
                     help="interleaved rounds of the loader settings (medians reported)")
     ap.add_argument("--skip-train", action="store_true", help="loader figures only")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also: the loader's CPU per image stage by stage, in this process")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--compile", action="store_true", help="torch.compile in (b)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -229,7 +273,7 @@ def main(argv=None) -> dict:
     rows: list[tuple[str, str, float]] = []
     res, bs = cfg.data.resolution, cfg.train.batch_size
 
-    timed: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    timed: dict[tuple[str, int], list[tuple]] = {}
     for _ in range(args.repeats):  # interleaved, so a busy spell hits every setting
         for w in args.workers:
             timed.setdefault(("bare", w), []).append(
@@ -237,8 +281,8 @@ def main(argv=None) -> dict:
             lcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": w})})
             timed.setdefault(("loader", w), []).append(loader_rate(lcfg, args.samples))
     med = lambda values: statistics.median(values)  # noqa: E731
-    rate = {k: med([r for r, _ in v]) for k, v in timed.items()}
-    cpu = {k: med([c for _, c in v]) for k, v in timed.items()}
+    rate = {k: med([c[0] for c in v]) for k, v in timed.items()}
+    cpu = {k: med([c[1] for c in v]) for k, v in timed.items()}
     for w in args.workers:
         pairs = zip(timed[("loader", w)], timed[("bare", w)])
         rows.append(("loader", f"bare read + decode, {w} worker process(es)", rate[("bare", w)]))
@@ -248,9 +292,16 @@ def main(argv=None) -> dict:
         rows.append(("cpu", f"bare: CPU µs per image, {w} worker process(es)", cpu[("bare", w)]))
         rows.append(("cpu", f"loader: CPU µs per image, {w} worker(s), all processes",
                      cpu[("loader", w)]))
+        if w:
+            rows.append(("cpu", f"loader: CPU µs per image, {w} worker(s), training process",
+                         med([lo[2] for lo in timed[("loader", w)]])))
         rows.append(("cpu", f"ratio bare/loader CPU per image, {w} worker(s)",
                      med([ba[1] / lo[1] for lo, ba in zip(timed[("loader", w)],
                                                           timed[("bare", w)])])))
+
+    if args.breakdown:
+        for name, value in breakdown(cfg, root, args.samples, args.repeats):
+            rows.append(("cpu", f"breakdown: {name}", value))
 
     if not args.skip_train:
         plain = cfg.model_copy(update={"train": cfg.train.model_copy(
@@ -287,8 +338,8 @@ def main(argv=None) -> dict:
         print(f"{part:7} {name:58} {value:>10.2f}{shown}")
     result = {"device": str(device), "threads": torch.get_num_threads(), "resolution": res,
               "batch": bs, "repeats": args.repeats, "samples": args.samples,
-              "raw": {f"{k[0]}/{k[1]}": [{"images_s": r, "cpu_us": c} for r, c in v]
-                      for k, v in timed.items()}, "rows": [{"part": p, "setting": n, "value": v} for p, n, v in rows]}
+              "raw": {f"{k[0]}/{k[1]}": [dict(zip(("images_s", "cpu_us", "main_cpu_us"), r))
+                                         for r in v] for k, v in timed.items()}, "rows": [{"part": p, "setting": n, "value": v} for p, n, v in rows]}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if tmp is not None:
