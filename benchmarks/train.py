@@ -57,7 +57,7 @@ from pipeline.train.loader import (  # noqa: E402
     make_loader,
     worker_context,
 )
-from pipeline.train.loop import Trainer, seed_everything  # noqa: E402
+from pipeline.train.loop import Trainer, cpu_has_bf16, seed_everything  # noqa: E402
 from synthetic import write_fake_shards  # noqa: E402
 
 
@@ -310,7 +310,9 @@ def main(argv=None) -> dict:
             update={"compile": args.compile or cfg.train.compile})})
         a = train_rate(plain, device, args.steps, online_vgg=True)
         b = train_rate(ours, device, args.steps, online_vgg=False)
-        prec = "bf16+channels_last" if device.type == "cuda" and cfg.train.amp else "fp32"
+        bf16 = ours.train.amp and (device.type == "cuda" or cpu_has_bf16())  # as Trainer decides
+        prec = ("bf16 autocast" if bf16 else "fp32") + (
+            "+channels_last" if ours.train.channels_last else "")
         comp = "+compile" if ours.train.compile else ""
         rows.append(("train", f"(a) plain fp32 eager, VGG19 online @{cfg.featurize.input_size}²", a))
         rows.append(("train", f"(b) ours: precomputed codes, {prec}{comp}", b))
