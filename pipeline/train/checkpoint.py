@@ -29,7 +29,7 @@ from pipeline.config import Config
 from pipeline.jsonio import atomic_path
 from pipeline.models.export import CheckpointError, load_tensors
 from pipeline.shards import remove_partial_writes
-from pipeline.train.loader import shard_dirs
+from pipeline.train.loader import STREAM_VERSION, shard_dirs
 
 log = logging.getLogger("s2p.train.checkpoint")
 
@@ -50,7 +50,7 @@ def run_identity(cfg: Config) -> dict:
         data[d.name] = (hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
                         if manifest.is_file() else None)
     return {"model": cfg.model.model_dump(), "resolution": cfg.data.resolution,
-            "train": train, "data": data}
+            "train": train, "data": data, "stream": STREAM_VERSION}
 
 
 def identity_diff(a: dict, b: dict, prefix: str = "") -> str | None:
