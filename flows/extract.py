@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runner import map_shards, run_flow
+from flows.runner import in_flight, limit_threads, map_shards, run_flow, worker_threads
 from pipeline.config import Config, ExtractConfig
 from pipeline.jsonio import write_json
 from pipeline.logs import rate_text, throughput
@@ -29,7 +29,8 @@ PROGRESS_EVERY_S = 30.0
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def extract_shard(colour_path: str, sketch_path: str, ecfg: ExtractConfig, row_group_rows: int,
-                  fallback_size: int, fingerprint: str) -> dict:
+                  fallback_size: int, fingerprint: str, threads: int | None) -> dict:
+    limit_threads(threads)
     logger = get_run_logger()
     name = Path(colour_path).name
     last = [time.perf_counter()]
@@ -49,7 +50,7 @@ def extract_shard(colour_path: str, sketch_path: str, ecfg: ExtractConfig, row_g
                        name, bad["id"], bad["reason"])
     logger.info("%s: %d images, %d rejected, %.2f images/s", name, out.rows, len(out.rejected),
                 out.rows / out.seconds if out.seconds > 0 else 0.0)
-    return {"rows": out.rows}
+    return {"rows": out.rows, "seconds": out.seconds}
 
 
 def extract(cfg: Config) -> dict:
@@ -81,11 +82,14 @@ def extract_flow(cfg: Config) -> dict:
                         lambda _name, rows, made_from: make_fingerprint(identity, made_from, rows, rgr))
     plan = plan_shards(cfg.layout.shards("sketch"), jobs)
     submit = lambda job, _bar: extract_shard.submit(  # noqa: E731
-        str(job.source), str(job.path), ecfg, rgr, cfg.data.resolution, job.fingerprint)
+        str(job.source), str(job.path), ecfg, rgr, cfg.data.resolution, job.fingerprint,
+        worker_threads(ecfg.runner))
     fresh = sum(job.work for job in plan.todo)
     work_started = time.perf_counter()
-    for _ in map_shards(plan, submit, cfg.extract.shards_in_flight, "extract"):
-        pass
+    task_seconds = 0.0
+    for _job, result in map_shards(plan, submit, in_flight(ecfg.runner, ecfg.shards_in_flight),
+                                   "extract"):
+        task_seconds += result["seconds"]
     work_seconds = time.perf_counter() - work_started
 
     rejected = all_rejects(plan.folder)
@@ -99,6 +103,7 @@ def extract_flow(cfg: Config) -> dict:
         "shards_skipped": len(plan.done),
         "images_this_run": fresh,
         "images_per_s": throughput(fresh, work_seconds),
+        "task_seconds": round(task_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json(cfg.layout.metrics("extract"), metrics)

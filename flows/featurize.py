@@ -12,11 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runner import map_shards, run_flow, task_progress
+from flows.runner import (in_flight, limit_threads, map_shards, run_flow, task_progress,
+                          worker_threads)
 from pipeline import featurize as lib
 from pipeline.config import Config, FeaturizeConfig
 from pipeline.jsonio import write_json
@@ -30,8 +30,7 @@ log = logging.getLogger("s2p.featurize")
 def featurize_shard(colour_path: str, out_path: str, fcfg: FeaturizeConfig, row_group_rows: int,
                     fingerprint: str, expected_source: str, threads: int | None,
                     bar_key: str) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
+    limit_threads(threads)
     return lib.featurize_shard(Path(colour_path), Path(out_path), fcfg, row_group_rows,
                                fingerprint, expected_source,
                                task_progress(bar_key, Path(out_path).name))
@@ -57,17 +56,18 @@ def featurize_flow(cfg: Config) -> dict:
              "input %d, K=%d", len(jobs), len(plan.todo), fcfg.code, settings["code_dim"],
              settings["style_encoder"], fcfg.input_size, fcfg.augmented_copies)
 
-    threads = fcfg.runner.threads_per_worker if fcfg.runner.kind != "inprocess" else None
-    window = 2 if fcfg.runner.kind == "inprocess" else 2 * fcfg.runner.workers
+    threads = worker_threads(fcfg.runner)
+    window = in_flight(fcfg.runner, 2)
     submit = lambda job, bar_key: featurize_shard.submit(  # noqa: E731
         str(job.source), str(job.path), fcfg, cfg.data.row_group_rows, job.fingerprint,
         settings["style_encoder"], threads, bar_key)
-    computed, forwards, bad = 0, 0, []
+    computed, forwards, bad, task_seconds = 0, 0, [], 0.0
     work_started = time.perf_counter()
     for job, result in map_shards(plan, submit, window, "featurize"):
         computed += result["rows"]
         forwards += result["forwards"]
         bad += result["bad_rows"]
+        task_seconds += result["seconds"]
         log.info("featurize: %s: %d rows in %.1f s (%.1f images/s)", job.name, result["rows"],
                  result["seconds"], result["rows"] / max(result["seconds"], 1e-9))
     work_seconds = time.perf_counter() - work_started
@@ -82,6 +82,7 @@ def featurize_flow(cfg: Config) -> dict:
         "images": manifest["rows"],
         "images_computed": computed,
         "images_per_s": rate,
+        "task_seconds": round(task_seconds, 2),
         "vgg_forwards_per_s": round(forwards / work_seconds, 2) if forwards else 0.0,
         "bad_rows": len(bad),
         "shards": len(manifest["shards"]),

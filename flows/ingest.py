@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runner import map_shards, run_flow
+from flows.runner import in_flight, limit_threads, map_shards, run_flow, worker_threads
 from pipeline import ingest as ing
 from pipeline.config import Config
 from pipeline.jsonio import write_json
@@ -19,8 +20,9 @@ log = logging.getLogger("s2p.ingest")
 
 
 @task(retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def decode_chunk(items: tuple[ing.Input, ...], cfg: Config) -> ing.ChunkResult:
-    return ing.process_chunk(list(items), cfg.data, cfg.ingest)
+def decode_chunk(items: tuple[ing.Input, ...], cfg: Config, part: str) -> ing.ChunkResult:
+    limit_threads(worker_threads(cfg.ingest.runner))
+    return ing.process_chunk(list(items), cfg.data, cfg.ingest, part)
 
 
 def ingest(cfg: Config) -> dict:
@@ -46,12 +48,15 @@ def ingest_flow(cfg: Config) -> dict:
 
     fresh_rows = 0
     work_started = time.perf_counter()
-    submit = lambda job, _bar: decode_chunk.submit(job.inputs, cfg)  # noqa: E731
-    for job, result in map_shards(plan, submit, cfg.ingest.chunks_in_flight, "ingest"):
-        ing.write_colour_shard(job, ing.dedupe(result, seen), cfg.data.row_group_rows)
+    submit = lambda job, _bar: decode_chunk.submit(  # noqa: E731
+        job.inputs, cfg, str(ing.part_path(job)))
+    window = in_flight(cfg.ingest.runner, cfg.ingest.chunks_in_flight)
+    for job, result in map_shards(plan, submit, window, "ingest"):
+        ing.write_colour_shard(job, result, seen, cfg.data.row_group_rows)
         fresh_rows += job.work
     work_seconds = time.perf_counter() - work_started
 
+    shutil.rmtree(plan.folder / ing.PARTS, ignore_errors=True)  # a crashed run's leftovers
     rejects = ing.write_rejects(plan.folder, layout.rejects, planned_rejects)
     manifest = write_manifest(plan.folder, "color", {"source": cfg.ingest.source})
     metrics = _metrics(cfg, manifest, rejects, fresh_rows, work_seconds, started)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
@@ -24,6 +25,43 @@ def task_runner_for(cfg: TaskRunnerConfig, key: str):
     if cfg.kind == "local_dask":
         return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(cfg))
     return DaskTaskRunner(address=dask_address(cfg, key))
+
+
+def worker_threads(cfg: TaskRunnerConfig) -> int | None:
+    """Threads a task may use: `threads_per_worker` on Dask (one worker process
+    per core, so each must keep to its share), None in process (all cores)."""
+    return None if cfg.kind == "inprocess" else cfg.threads_per_worker
+
+
+def in_flight(cfg: TaskRunnerConfig, configured: int) -> int:
+    """Tasks kept in flight: `configured`, and on Dask at least two per worker
+    (results are taken in order: with one each, a worker idles whenever the
+    oldest task is the slow one). For `dask_address`, `workers` should be the
+    cluster's worker count."""
+    return configured if cfg.kind == "inprocess" else max(configured, 2 * cfg.workers)
+
+
+def limit_threads(threads: int | None) -> None:
+    """Hold torch, OpenCV and TensorFlow to `threads` in this (worker) process.
+
+    Dask's nanny sets OMP_NUM_THREADS=1, which torch honours, but OpenCV's own
+    pool and TensorFlow's default to every core: two worker processes on two
+    cores would then run four threads each and lose to the in-process run.
+    """
+    if not threads:
+        return
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already initialised in this process: keeps its first setting
+            pass
 
 
 def local_cluster_kwargs(cfg: TaskRunnerConfig) -> dict:

@@ -87,8 +87,12 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 def chroma(rgb: np.ndarray) -> float:
     """Mean chroma in [0, 1]: 0 for grey images, ~0.3+ for typical illustrations."""
-    arr = rgb.astype(np.int16)
-    return float((arr.max(axis=2) - arr.min(axis=2)).mean() / 255.0)
+    # Channel planes, not .max(axis=2): numpy reduces a 3-wide inner axis ~15x
+    # slower, and this ran at full input size (77% of ingest's time at 512-768 px).
+    # The same values in the same (H, W) layout: the same mean, bit for bit.
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    return float(spread.mean() / 255.0)
 
 
 def fit_to_square(rgb: np.ndarray, size: int, policy: str) -> np.ndarray:

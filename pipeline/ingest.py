@@ -2,7 +2,9 @@
 
 The work is cut into chunks of `data.shard_rows` inputs; chunk k becomes
 `shard-k.parquet`. Chunks are decoded independently (Prefect tasks, possibly on
-Dask workers); de-duplication and writing happen in chunk order in the flow, so
+Dask workers), each into a part file `.parts/shard-k.parquet` beside the shards:
+what returns to the flow is the part's path and its rows' hashes, never image
+bytes. De-duplication and writing happen in chunk order in the flow, so
 the output is identical however the chunks were scheduled, and a resumed run
 (completed shards kept, their hashes re-read) equals an uninterrupted one.
 Rejected inputs travel inside each shard's file metadata (`s2p.rejects`), so a
@@ -50,10 +52,20 @@ REJECTS = "rejects"  # the shard records holding a chunk's rejected inputs
 log = logging.getLogger("s2p.ingest")
 
 
+PARTS = ".parts"  # decoded chunks waiting for de-duplication, beside the shards
+
+
 @dataclass
 class ChunkResult:
-    rows: list[dict] = field(default_factory=list)
+    """One decoded chunk: its candidate rows in the part file `part`, their
+    (sha256, source) in row order, and the inputs it rejected."""
+    part: str
+    hashes: list[tuple[str, str]] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+
+
+def part_path(job: ShardJob) -> Path:
+    return job.path.parent / PARTS / job.path.name
 
 
 # ---------------------------------------------------------------- planning
@@ -252,36 +264,46 @@ def _describe(err: Exception) -> str:
     return deterministic(f"{type(err).__name__}: {err}")[:160]
 
 
-def process_chunk(items: list[Input], data: DataConfig, ingest: IngestConfig) -> ChunkResult:
-    """Turn one chunk of inputs into candidate rows (not yet de-duplicated).
-    Whatever goes wrong with one input is recorded as its reject reason."""
-    result = ChunkResult()
+def process_chunk(items: list[Input], data: DataConfig, ingest: IngestConfig,
+                  part: str | Path) -> ChunkResult:
+    """Turn one chunk of inputs into candidate rows (not yet de-duplicated),
+    written to the part file `part`. Whatever goes wrong with one input is
+    recorded as its reject reason."""
+    rows, rejects = [], []
     for item in items:
-        if item.toon_seed is not None:
-            result.rows.append(_toon_row(item.toon_seed, data))
-            continue
-        try:
-            pixels = prepare_illustration(
-                read_input(item, ingest.max_bytes),
-                data.resolution,
-                ingest.resize,
-                ingest.min_size,
-                ingest.min_colourfulness,
-                ingest.max_pixels,
-            )
-        except Rejected as why:
-            result.rejects.append(reject(item, str(why)))
-            continue
-        except OSError as err:
-            result.rejects.append(reject(item, f"unreadable ({err.strerror or _describe(err)})"))
-            continue
-        except Exception as err:  # a bad file never stops the stage: record it, say so
-            log.warning("%s: unexpected %s while ingesting; rejected", item.source,
-                        type(err).__name__)
-            result.rejects.append(reject(item, f"unexpected error ({_describe(err)})"))
-            continue
-        result.rows.append(_row(pixels, data, item.source))
-    return result
+        row = _decode(item, data, ingest, rejects)
+        if row is not None:
+            rows.append(row)
+    with atomic_path(part) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=COLOR_SCHEMA), tmp)
+    return ChunkResult(str(part), [(row["sha256"], row["source"]) for row in rows], rejects)
+
+
+def _decode(item: Input, data: DataConfig, ingest: IngestConfig, rejects: list[dict]) -> dict | None:
+    """One input's row, or None with its reason appended to `rejects`."""
+    if item.toon_seed is not None:
+        return _toon_row(item.toon_seed, data)
+    try:
+        pixels = prepare_illustration(
+            read_input(item, ingest.max_bytes),
+            data.resolution,
+            ingest.resize,
+            ingest.min_size,
+            ingest.min_colourfulness,
+            ingest.max_pixels,
+        )
+    except Rejected as why:
+        rejects.append(reject(item, str(why)))
+        return None
+    except OSError as err:
+        rejects.append(reject(item, f"unreadable ({err.strerror or _describe(err)})"))
+        return None
+    except Exception as err:  # a bad file never stops the stage: record it, say so
+        log.warning("%s: unexpected %s while ingesting; rejected", item.source,
+                    type(err).__name__)
+        rejects.append(reject(item, f"unexpected error ({_describe(err)})"))
+        return None
+    return _row(pixels, data, item.source)
 
 
 def _toon_row(seed: int, data: DataConfig) -> dict:
@@ -314,23 +336,29 @@ def _row(pixels, data: DataConfig, source: str) -> dict:
 # ---------------------------------------------------------------- writing
 
 
-def dedupe(result: ChunkResult, seen: dict[str, str]) -> ChunkResult:
-    """Drop rows whose pixels were already kept (earlier chunk or row); updates `seen`."""
-    kept = ChunkResult(rejects=list(result.rejects))
-    for row in result.rows:
-        first = seen.get(row["sha256"])
+def dedupe(result: ChunkResult, seen: dict[str, str]) -> tuple[list[int], list[dict]]:
+    """Rows of the chunk to keep (pixels not kept before, by an earlier chunk or
+    row) and the chunk's rejects with the duplicates added; updates `seen`."""
+    keep, rejects = [], list(result.rejects)
+    for index, (sha256, source) in enumerate(result.hashes):
+        first = seen.get(sha256)
         if first is not None:
-            kept.rejects.append({"path": row["source"], "reason": f"duplicate of {first}"})
+            rejects.append({"path": source, "reason": f"duplicate of {first}"})
             continue
-        seen[row["sha256"]] = row["source"]
-        kept.rows.append(row)
-    return kept
+        seen[sha256] = source
+        keep.append(index)
+    return keep, rejects
 
 
-def write_colour_shard(job: ShardJob, result: ChunkResult, row_group_rows: int) -> Path:
-    table = pa.Table.from_pylist(result.rows, schema=COLOR_SCHEMA)
-    return write_shard(job.path, table, "color", row_group_rows, job.fingerprint,
-                       records={REJECTS: result.rejects})
+def write_colour_shard(job: ShardJob, result: ChunkResult, seen: dict[str, str],
+                       row_group_rows: int) -> Path:
+    """The chunk's shard: its part file's rows less the duplicates; the part goes."""
+    keep, rejects = dedupe(result, seen)
+    table = pq.read_table(result.part, schema=COLOR_SCHEMA).take(pa.array(keep, pa.int64()))
+    path = write_shard(job.path, table, "color", row_group_rows, job.fingerprint,
+                       records={REJECTS: rejects})
+    Path(result.part).unlink()
+    return path
 
 
 def shard_rejects(path: Path) -> list[dict]:

@@ -382,3 +382,17 @@ def test_dask_runner_writes_the_same_colour_shards(tmp_path):
     a, b = (sorted((c.data_root / "shards" / "color").glob("shard-*.parquet")) for c in (local, dask))
     assert [p.name for p in a] == [p.name for p in b] and len(a) >= 2
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+
+
+def test_chroma_equals_the_per_pixel_max_minus_min_formula():
+    # Ingest's colourfulness gate; channel planes instead of a 3-wide reduction must
+    # not move any image across `ingest.min_colourfulness`: equal bit for bit.
+    from pipeline.images import chroma
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 3), (64, 64, 3), (513, 517, 3), (768, 640, 3)]:
+        for low, high in [(0, 256), (100, 110), (0, 8)]:
+            rgb = rng.integers(low, high, shape, dtype=np.uint8)
+            wide = rgb.astype(np.int16)
+            assert chroma(rgb) == float((wide.max(axis=2) - wide.min(axis=2)).mean() / 255.0)
+    assert chroma(np.full((8, 8, 3), 77, np.uint8)) == 0.0
