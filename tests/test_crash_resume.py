@@ -5,7 +5,7 @@ extract, featurize).
 
 The stage runs as DVC runs it (`python -m stages <name>`) with one addition: a
 wrapper around `os.replace` that, when the second shard is about to be renamed
-into place (its temporary file complete on disk), sends SIGKILL to the stage's
+into the shard folder (ingest's part files under the hidden `.parts/` do not count) (its temporary file complete on disk), sends SIGKILL to the stage's
 process group (the stage and the Prefect server it started), so the kill lands
 at that exact point. (Stopping with SIGSTOP and killing from the test is racy:
 the kernel continues a stopped process whose group becomes orphaned.)
@@ -30,7 +30,7 @@ import os, signal, runpy, sys
 _replace = os.replace
 _shards = []
 def replace(src, dst, *args, **kwargs):
-    if "/shards/" in str(dst) and str(dst).endswith(".parquet"):
+    if "/shards/" in str(dst) and str(dst).endswith(".parquet") and "/." not in str(dst):
         _shards.append(dst)
         if len(_shards) == 2:
             with open(os.environ["S2P_TEST_STOPPED"], "w") as fh:
