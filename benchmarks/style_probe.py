@@ -17,7 +17,17 @@ toon palette) and reports the held-out R² per part, averaged over L, a, b:
 
 R² is the share of a part's colour variance a linear read-out recovers; a swap
 projection (the benchmark's "does the output follow the reference") cannot be
-expected above it for a model that reads the code linearly. The ridge penalty is
+expected above it for a model that reads the code linearly.
+
+`--pairs P` (default 64) also puts that read-out through the benchmark's own swap
+test, in the benchmark's units: the aug → own probe, fitted on every toon's
+augmented copy, predicts each part's colour from the codes of the two references
+(B, B2) of the evaluate stage's first P pairs (seeds from `--eval-seed`, as
+evaluate), and projection = (p1 - p2)·(t1 - t2)/|t1 - t2|² with t_i the true base
+colours of B_i's palette; a part counts where it is in A's mask and its two
+colours differ by ≥ `--hit-threshold` ΔE00, as in the benchmark. This is the
+swap a linear read-out of the code reaches: the column to read the model's swap
+projection against. The ridge penalty is
 chosen per variant by inner cross-validation. The oracle code is the palette
 itself (R² 1 by construction) and is not probed.
 """
@@ -36,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import toon  # noqa: E402
 from pipeline.augment import distort_for_reference  # noqa: E402
-from pipeline.evaluate.colour import srgb_to_lab  # noqa: E402
+from pipeline.evaluate.colour import ciede2000, srgb_to_lab  # noqa: E402
 from pipeline.style_encoder import CODE_DIMS, StyleEncoder  # noqa: E402
 
 PARTS = ("background", "skin", "hair", "eyes", "upper", "lower", "accessory")
@@ -93,6 +103,29 @@ def probe(own: np.ndarray, aug: np.ndarray, y: np.ndarray) -> dict[str, dict[str
     }
 
 
+def probe_swap(own: np.ndarray, aug: np.ndarray, y: np.ndarray, refs: tuple[np.ndarray, np.ndarray],
+               truth: tuple[np.ndarray, np.ndarray], present: np.ndarray,
+               min_shift: float) -> dict[str, float]:
+    """Swap projection of the aug -> own read-out on the benchmark's reference pairs.
+    refs: the codes of B and B2 [P, dim]; truth: their part colours [P, 3*parts];
+    present: [P, parts] bool, the part is in A's mask."""
+    read_out = ridge(aug, y, best_penalty(aug, own, y))
+    p1, p2 = (read_out(code) for code in refs)
+    projections: dict[str, list[float]] = {part: [] for part in PARTS}
+    for i in range(len(p1)):
+        for k, part in enumerate(PARTS):
+            cut = slice(3 * k, 3 * k + 3)
+            t1, t2 = truth[0][i, cut], truth[1][i, cut]
+            if not present[i, k] or float(ciede2000(t1, t2)) < min_shift:
+                continue
+            dt = t1 - t2
+            projections[part].append(float(np.dot(p1[i, cut] - p2[i, cut], dt) / np.dot(dt, dt)))
+    every = [v for values in projections.values() for v in values]
+    result = {part: float(np.mean(v)) if v else float("nan") for part, v in projections.items()}
+    result["all"] = float(np.mean(every))
+    return result
+
+
 def codes_of(encoder: StyleEncoder, images: list[np.ndarray], batch: int = 32) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate([encoder.encode(np.stack(images[i:i + batch])).numpy()
@@ -106,6 +139,10 @@ def main() -> None:
     ap.add_argument("--codes", nargs="+", default=list(CODE_DIMS), choices=list(CODE_DIMS))
     ap.add_argument("--weights", default=None, help="VGG19 ImageNet weights (default: random)")
     ap.add_argument("--input-size", type=int, default=128, help="featurize.input_size")
+    ap.add_argument("--pairs", type=int, default=64,
+                    help="benchmark pairs for the read-out's swap projection (0: skip)")
+    ap.add_argument("--eval-seed", type=int, default=10_000_000, help="evaluate.seed")
+    ap.add_argument("--hit-threshold", type=float, default=10.0, help="evaluate.hit_threshold")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -117,11 +154,26 @@ def main() -> None:
         augmented.append(distort_for_reference(character.image, np.random.default_rng([7, seed])))
         colours.append(part_colours(character.palette))
     y = np.stack(colours)
-    results, source = {}, None
+    references: tuple[list, list] = ([], [])
+    reference_colours: tuple[list, list] = ([], [])
+    present = []
+    for i in range(args.pairs):  # the evaluate stage's pairs: A, B, B2
+        a = toon.generate(args.eval_seed + 3 * i, args.size)
+        present.append([bool((a.mask == k).any()) for k in range(len(PARTS))])
+        for which in (0, 1):
+            b = toon.generate(args.eval_seed + 3 * i + 1 + which, args.size)
+            references[which].append(b.image)
+            reference_colours[which].append(part_colours(b.palette))
+    results, swaps, source = {}, {}, None
     for code in args.codes:
         encoder = StyleEncoder(args.weights, args.input_size, seed=0, code=code)
         source = encoder.source
-        results[code] = probe(codes_of(encoder, images), codes_of(encoder, augmented), y)
+        own, aug = codes_of(encoder, images), codes_of(encoder, augmented)
+        results[code] = probe(own, aug, y)
+        if args.pairs:
+            swaps[code] = probe_swap(own, aug, y, tuple(codes_of(encoder, r) for r in references),
+                                     tuple(np.stack(c) for c in reference_colours),
+                                     np.array(present), args.hit_threshold)
         print(f"{code}: probed in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     print(f"\nLinear-probe R² of each part's colour ({args.toons} toons at {args.size} px, "
@@ -132,10 +184,18 @@ def main() -> None:
         for setting, values in rows.items():
             cells = " | ".join(f"{values[p]:.2f}" for p in PARTS)
             print(f"| {code} | {setting} | {cells} |")
+    if swaps:
+        print(f"\nSwap projection of the aug → own read-out on the first {args.pairs} benchmark "
+              f"pairs' references (the model's swap projection, read against it)\n")
+        print("| code | all | " + " | ".join(PARTS) + " |")
+        print("|---|---|" + "---|" * len(PARTS))
+        for code, values in swaps.items():
+            cells = " | ".join(f"{values[p]:.2f}" for p in ("all", *PARTS))
+            print(f"| {code} | {cells} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"toons": args.toons, "size": args.size,
-                                               "style_encoder": source, "results": results},
-                                              indent=2))
+                                               "style_encoder": source, "results": results,
+                                               "swap": swaps, "pairs": args.pairs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -207,6 +207,10 @@ class TrainConfig(_Section):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
+    # Both learning rates fall linearly to 0 over this share of max_steps at the
+    # end (pix2pix's n_epochs_decay); 0 = constant. A function of (step,
+    # max_steps), so a resumed run follows the same schedule.
+    lr_decay: float = Field(0.0, ge=0, le=1)
     augmented_self_reference: bool = True
     random_crop: int = Field(0, ge=0)  # 0 = no crop; else crop size in pixels
     flip: bool = True
@@ -229,6 +233,8 @@ class TrainConfig(_Section):
     def _has_budget(self):
         if self.max_steps is None and self.max_minutes is None:
             raise ValueError("set max_steps or max_minutes (no budget means no end)")
+        if self.lr_decay and self.max_steps is None:
+            raise ValueError(f"lr_decay={self.lr_decay} needs max_steps: the decay ends there")
         if self.monitor_every % self.log_every:
             raise ValueError(f"monitor_every={self.monitor_every} must be a multiple of "
                              f"log_every={self.log_every} (the curves share the log's steps)")

@@ -21,12 +21,22 @@ COLUMNS = ("name", "settings", "steps", "swap", *(f"swap_{p}" for p in PARTS),
            "delta_e", "mean_colour_delta_e", "hit_rate", "train_images_per_s", "train_minutes")
 
 
+def effective(settings: str) -> str:
+    """'a=1 b=2 a=3' -> 'b=2 a=3': where `-S` sets a key twice, the last one wins."""
+    last: dict[str, str] = {}
+    for item in settings.split():
+        key = item.split("=", 1)[0]
+        last.pop(key, None)
+        last[key] = item
+    return " ".join(last.values())
+
+
 def summary_row(name: str, settings: str, metrics_dir: Path) -> dict:
     ev = json.loads((metrics_dir / "evaluate.json").read_text())
     tr = json.loads((metrics_dir / "train.json").read_text())
     swap = ev["swap"]
     per_part = swap.get("per_part", {})
-    row = {"name": name, "settings": settings, "steps": tr["steps"],
+    row = {"name": name, "settings": effective(settings), "steps": tr["steps"],
            "swap": swap["projection"],
            "delta_e": ev["benchmark"]["model"]["delta_e"],
            "mean_colour_delta_e": ev["benchmark"]["mean_colour"]["delta_e"],

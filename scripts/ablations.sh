@@ -31,20 +31,23 @@ declare -A RUNS=(
   [norm-none]="-S model.norm=none"
   [no-adversarial]="-S model.adversarial_weight=0.0"
   [res-128-same-time]="-S data.resolution=128 -S train.max_steps=250"  # after BUDGET: 250 wins
+  [lr-decay]="-S train.lr_decay=0.5"
+  [long-decay]="-S train.max_steps=3000 -S train.lr_decay=0.5"  # 3000 steps whatever BUDGET says
 )
 ORDER=(default-1000 oracle paper-concat both plain-l1 code-fc1 code-fc1-relu code-pooled
-       distortion-mild distortion-off norm-batch norm-none no-adversarial res-128-same-time)
+       distortion-mild distortion-off norm-batch norm-none no-adversarial res-128-same-time
+       lr-decay long-decay)
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
 for name in "${names[@]}"; do
   [ -n "${RUNS[$name]+x}" ] || { echo "unknown ablation: $name (one of: ${ORDER[*]})" >&2; exit 2; }
-  echo "== $name: ${RUNS[$name]:-(the default)} $BUDGET"
+  echo "== $name: $BUDGET ${RUNS[$name]:-(the default)}"
   # A workspace experiment leaves its params in params.yaml: start each from the committed one.
   git checkout HEAD -- params.yaml dvc.lock
   # shellcheck disable=SC2086  # the -S arguments are meant to split
   "$DVC" exp remove "$name" >/dev/null 2>&1 || true  # rerunning a name replaces it
   "$DVC" exp run -n "$name" $BUDGET ${RUNS[$name]}
-  "$PYTHON" scripts/ablation_summary.py record "$name" "$(echo ${RUNS[$name]} $BUDGET | sed "s/-S //g")"
+  "$PYTHON" scripts/ablation_summary.py record "$name" "$(echo $BUDGET ${RUNS[$name]} | sed "s/-S //g")"
 done
 git checkout HEAD -- params.yaml dvc.lock

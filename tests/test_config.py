@@ -29,6 +29,7 @@ def test_repo_params_yaml_is_valid():
         ({"extract": {"method": "magic"}}, "extract.method"),
         ({"ingest": {"source": "folder"}}, "ingest.folder must be set"),
         ({"train": {"max_steps": None, "max_minutes": None}}, "max_steps or max_minutes"),
+        ({"train": {"max_steps": None, "max_minutes": 5, "lr_decay": 0.5}}, "lr_decay=0.5 needs max_steps"),
         ({"ingest": {"toon_count": 20_000_000}}, "must not reach evaluate.seed"),
     ],
 )

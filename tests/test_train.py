@@ -96,7 +96,7 @@ def _weights(root):
 
 def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     overrides = {"train": {"max_steps": 6, "checkpoint_every": 2, "sample_every": 3,
-                           "log_every": 1}}
+                           "log_every": 1, "lr_decay": 0.5}}  # the schedule resumes too
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
     for root in (whole, crashed):
         fake_data(root)
@@ -128,6 +128,10 @@ def test_crash_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     assert metrics["loss_final"] == whole_metrics["loss_final"]
     a, b = _weights(whole / "data"), _weights(crashed / "data")
     assert a["step"] == b["step"] == 6
+    # The last step ran at a third of the rate: the fall takes the last 3 of 6 steps.
+    lr_g = cfg_whole.train.lr_g
+    assert a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(lr_g / 3)
+    assert b["opt_g"]["param_groups"][0]["lr"] == pytest.approx(lr_g / 3)
     for part in ("G", "D"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
@@ -228,3 +232,13 @@ def test_discriminator_sees_flipped_samples_mirrored_back(tmp_path):
     torch.testing.assert_close(real[0], color[0].flip(-1))
     torch.testing.assert_close(real[1], color[1])
     torch.testing.assert_close(real[2], color[2].flip(-1))
+
+
+def test_lr_decay_is_constant_then_falls_linearly_to_the_last_step(tmp_path):
+    from pipeline.train.schedule import lr_scale
+
+    t = tiny_config(tmp_path, train={"max_steps": 10, "lr_decay": 0.4}).train
+    assert [lr_scale(t, s) for s in range(10)] == pytest.approx(
+        [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    constant = tiny_config(tmp_path, train={"max_steps": 10}).train
+    assert {lr_scale(constant, s) for s in range(10)} == {1.0}

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Config
+from pipeline.train.schedule import lr_scale
 
 log = logging.getLogger("s2p.train")
 
@@ -73,8 +74,9 @@ def log_window(live, window: list[dict], step: int, cfg: Config, images_per_s: f
     live.step = step
     for k, v in mean.items():
         live.log_metric(f"loss/{k}", v)
-    live.log_metric("lr/g", cfg.train.lr_g)
-    live.log_metric("lr/d", cfg.train.lr_d)
+    scale = lr_scale(cfg.train, step - 1)  # the rate the step just taken used
+    live.log_metric("lr/g", cfg.train.lr_g * scale)
+    live.log_metric("lr/d", cfg.train.lr_d * scale)
     live.log_metric("images_per_s", images_per_s)
     _log_monitor(live, watched)
     live.next_step()

@@ -50,6 +50,7 @@ from pipeline.train.curves import first_logged, log_window, open_curves, trim_cu
 from pipeline.train.loader import DataError, fixed_rows, make_loader
 from pipeline.train.monitor import Monitor
 from pipeline.train.samples import render_grid, write_grid
+from pipeline.train.schedule import lr_scale
 
 log = logging.getLogger("s2p.train")
 
@@ -91,6 +92,12 @@ class Trainer:
         if self.amp:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def set_lr_scale(self, scale: float) -> None:
+        t = self.cfg.train
+        for opt, base in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
 
     def to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
         nb = self.cuda
@@ -281,6 +288,7 @@ def _train(cfg: Config, d: distributed.Dist, device: torch.device) -> dict | Non
     seconds_before = seconds
     done = budget_reached(cfg, step, seconds)
     while not done:
+        trainer.set_lr_scale(lr_scale(t, step))
         terms = trainer.step(*trainer.to_device(next(batches)))
         step += 1
         window.append(terms)
