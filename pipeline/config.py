@@ -200,7 +200,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 0
     batch_size: int = Field(16, ge=1)
-    max_steps: Optional[int] = Field(2000, ge=1)
+    max_steps: Optional[int] = Field(3000, ge=1)
     max_minutes: Optional[float] = Field(None, gt=0)
     lr_g: float = Field(5e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)
@@ -210,7 +210,7 @@ class TrainConfig(_Section):
     # Both learning rates fall linearly to 0 over this share of max_steps at the
     # end (pix2pix's n_epochs_decay); 0 = constant. A function of (step,
     # max_steps), so a resumed run follows the same schedule.
-    lr_decay: float = Field(0.0, ge=0, le=1)
+    lr_decay: float = Field(0.5, ge=0, le=1)
     augmented_self_reference: bool = True
     random_crop: int = Field(0, ge=0)  # 0 = no crop; else crop size in pixels
     flip: bool = True
@@ -234,7 +234,8 @@ class TrainConfig(_Section):
         if self.max_steps is None and self.max_minutes is None:
             raise ValueError("set max_steps or max_minutes (no budget means no end)")
         if self.lr_decay and self.max_steps is None:
-            raise ValueError(f"lr_decay={self.lr_decay} needs max_steps: the decay ends there")
+            raise ValueError(f"lr_decay={self.lr_decay} needs max_steps: the decay ends there "
+                             "(set lr_decay: 0 for a budget in minutes only)")
         if self.monitor_every % self.log_every:
             raise ValueError(f"monitor_every={self.monitor_every} must be a multiple of "
                              f"log_every={self.log_every} (the curves share the log's steps)")

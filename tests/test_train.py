@@ -240,5 +240,5 @@ def test_lr_decay_is_constant_then_falls_linearly_to_the_last_step(tmp_path):
     t = tiny_config(tmp_path, train={"max_steps": 10, "lr_decay": 0.4}).train
     assert [lr_scale(t, s) for s in range(10)] == pytest.approx(
         [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
-    constant = tiny_config(tmp_path, train={"max_steps": 10}).train
+    constant = tiny_config(tmp_path, train={"max_steps": 10, "lr_decay": 0.0}).train
     assert {lr_scale(constant, s) for s in range(10)} == {1.0}
